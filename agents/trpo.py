@@ -111,8 +111,9 @@ class TRPO(OnPolicyAgent):
 
     def _setup(self) -> None:
         self.fisher = PolicyFisher(self.actor)
+        # SB3's Adam settings (eps 1e-5); fused: the same update in one kernel per step.
         self.critic_optimizer = torch.optim.Adam(
-            self.critic.parameters(), lr=self.config.learning_rate, eps=1e-5
+            self.critic.parameters(), lr=self.config.learning_rate, eps=1e-5, fused=True
         )
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -226,4 +227,4 @@ class TRPO(OnPolicyAgent):
 
     def _std(self) -> float:
         log_std = getattr(self.actor, "log_std", None)
-        return float(log_std.exp().mean()) if log_std is not None else float("nan")
+        return float(log_std.detach().exp().mean()) if log_std is not None else float("nan")

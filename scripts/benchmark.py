@@ -1,0 +1,316 @@
+"""Benchmarks: rl-ig against its Stable-Baselines3 / sb3-contrib counterpart at equal settings.
+
+    python scripts/benchmark.py --algo trpo --env HalfCheetah            # throughput
+    python scripts/benchmark.py --algo trpo --env HalfCheetah --returns --seeds 3 --steps 1e6
+    python scripts/benchmark.py --fvp                                      # Fisher-vector products
+
+Throughput runs each library in its own fresh process, alternating rl-ig and the reference for
+``--rounds`` rounds, and reports steps/s for each and the ratio of medians. ``--returns`` trains
+both to ``--steps`` on each seed, evaluates the final policies and draws learning curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REFERENCE = {"trpo": "sb3-contrib TRPO"}
+
+
+def zoo_settings(algo: str, env: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The env id, run settings and agent hyperparameters of the tuned defaults."""
+    import envs
+    from agents.hyperparams import default_hyperparameters, split_hyperparameters
+
+    env_id = envs.resolve_env_id(env)
+    run, hp = split_hyperparameters(default_hyperparameters(algo, env_id))
+    return env_id, run.__dict__, hp
+
+
+def _sb3_kwargs(hp: dict[str, Any]) -> dict[str, Any]:
+    # rl-ig names back to sb3-contrib's.
+    names = {"max_kl": "target_kl", "cg_iters": "cg_max_steps"}
+    return {names.get(k, k): v for k, v in hp.items()}
+
+
+def build(lib: str, algo: str, env: str, seed: int, threads: int):
+    """An agent of ``lib`` ("rl-ig" or "sb3") with the tuned settings, and its env."""
+    env_id, run, hp = zoo_settings(algo, env)
+    if lib == "rl-ig":
+        import envs
+        from agents import ALGOS
+        from agents.common.runtime import configure_runtime
+
+        configure_runtime(threads)
+        venv = envs.make_vec_env(
+            env_id,
+            run["n_envs"],
+            seed,
+            normalize_obs=run["normalize_obs"],
+            normalize_reward=run["normalize_reward"],
+            gamma=hp.get("gamma", 0.99),
+        )
+        return ALGOS[algo](venv, seed=seed, **hp), run
+    import torch
+    from sb3_contrib import TRPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    torch.set_num_threads(threads)
+    venv = make_vec_env(env_id, n_envs=run["n_envs"], seed=seed)
+    if run["normalize_obs"] or run["normalize_reward"]:
+        venv = VecNormalize(
+            venv,
+            norm_obs=run["normalize_obs"],
+            norm_reward=run["normalize_reward"],
+            gamma=hp.get("gamma", 0.99),
+        )
+    return TRPO("MlpPolicy", venv, seed=seed, device="cpu", **_sb3_kwargs(hp)), run
+
+
+def throughput_worker(lib: str, algo: str, env: str, steps: int, threads: int) -> dict:
+    """Steps/s of ``learn(steps)`` after one warm-up update (imports, first allocations)."""
+    model, run = build(lib, algo, env, 0, threads)
+    warm = model.n_steps * run["n_envs"] if lib == "sb3" else model.config.n_steps * run["n_envs"]
+    model.learn(warm)
+    start = time.perf_counter()
+    model.learn(steps, reset_num_timesteps=False)
+    return {"lib": lib, "steps_per_s": steps / (time.perf_counter() - start)}
+
+
+def evaluate(model, lib: str, env_id: str, seed: int, episodes: int) -> list[float]:
+    """Deterministic returns on a fresh env whose normalisation is copied and frozen.
+
+    The same function evaluates both libraries, so their figures are comparable.
+    """
+    import copy
+
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    train_env = model.env if lib == "rl-ig" else model.get_env()
+    while not isinstance(train_env, VecNormalize) and hasattr(train_env, "venv"):
+        train_env = train_env.venv
+    eval_env = make_vec_env(env_id, n_envs=1, seed=seed + 1000)
+    if isinstance(train_env, VecNormalize):
+        eval_env = VecNormalize(
+            eval_env, training=False, norm_obs=train_env.norm_obs, norm_reward=False
+        )
+        eval_env.obs_rms = copy.deepcopy(train_env.obs_rms)
+    returns: list[float] = []
+    obs = eval_env.reset()
+    while len(returns) < episodes:
+        action, _ = model.predict(obs, deterministic=True)
+        obs, _, dones, infos = eval_env.step(action)
+        if dones[0]:
+            returns.append(float(infos[0]["episode"]["r"]))
+    return returns
+
+
+def returns_worker(
+    lib: str, algo: str, env: str, steps: int, seed: int, threads: int, out: Path
+) -> dict:
+    """Train one seed to ``steps``, record the training curve, evaluate, write ``out``."""
+    model, _ = build(lib, algo, env, seed, threads)
+    env_id = zoo_settings(algo, env)[0]
+    curve: list[tuple[int, float, float]] = []
+    start = time.perf_counter()
+
+    def record(timesteps: int, episode_returns) -> None:
+        if episode_returns:
+            curve.append(
+                (timesteps, time.perf_counter() - start, float(statistics.fmean(episode_returns)))
+            )
+
+    if lib == "rl-ig":
+        model.learn(
+            steps, callback=lambda a, _: record(a.num_timesteps, a.collector.episode_returns)
+        )
+    else:
+        from stable_baselines3.common.callbacks import BaseCallback
+
+        class Curve(BaseCallback):
+            def _on_step(self) -> bool:
+                return True
+
+            def _on_rollout_end(self) -> None:
+                record(self.model.num_timesteps, [e["r"] for e in self.model.ep_info_buffer])
+
+        model.learn(steps, callback=Curve())
+    wall = time.perf_counter() - start
+    result = {
+        "lib": lib,
+        "algo": algo,
+        "env": env_id,
+        "seed": seed,
+        "steps": steps,
+        "wall_s": wall,
+        "steps_per_s": steps / wall,
+        "curve": curve,
+        "eval": evaluate(model, lib, env_id, seed, episodes=10),
+    }
+    out.write_text(json.dumps(result))
+    return result
+
+
+def returns(
+    algo: str, env: str, steps: int, seeds: int, jobs: int, threads: int, out_dir: Path
+) -> None:
+    """Every (library, seed) run, ``jobs`` at a time; finished runs are kept (resumable)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pending = []
+    for seed in range(seeds):
+        for lib in ("rl-ig", "sb3"):
+            path = out_dir / f"{lib}-{algo}-{env}-s{seed}.json"
+            if not path.exists():
+                pending.append((lib, seed, path))
+    running: list[subprocess.Popen] = []
+    for lib, seed, path in pending:
+        while len(running) >= jobs:
+            running = [p for p in running if p.poll() is None] or running
+            time.sleep(2)
+        print(f"start {lib} seed {seed}", flush=True)
+        running.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    "returns",
+                    "--lib",
+                    lib,
+                    "--algo",
+                    algo,
+                    "--env",
+                    env,
+                    "--steps",
+                    str(steps),
+                    "--seed",
+                    str(seed),
+                    "--threads",
+                    str(threads),
+                    "--out",
+                    str(path),
+                ]
+            )
+        )
+    for p in running:
+        p.wait()
+    summarize(out_dir, algo, env)
+
+
+def summarize(out_dir: Path, algo: str, env: str) -> None:
+    """Print the final-evaluation table and draw the learning-curve PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    print(f"\n{algo.upper()} {env}: final evaluation (10 deterministic episodes per seed)")
+    for lib, colour in (("rl-ig", "tab:blue"), ("sb3", "tab:orange")):
+        runs = [
+            json.loads(p.read_text()) for p in sorted(out_dir.glob(f"{lib}-{algo}-{env}-s*.json"))
+        ]
+        if not runs:
+            continue
+        finals = [statistics.fmean(r["eval"]) for r in runs]
+        rates = [r["steps_per_s"] for r in runs]
+        name = "rl-ig" if lib == "rl-ig" else REFERENCE[algo]
+        print(
+            f"  {name:17s} {statistics.fmean(finals):9.1f} ± {statistics.pstdev(finals):7.1f}"
+            f"  seeds {[round(f) for f in finals]}  {statistics.fmean(rates):6.0f} steps/s"
+        )
+        grid = np.linspace(0, max(r["steps"] for r in runs), 101)
+        ys = np.array(
+            [np.interp(grid, [c[0] for c in r["curve"]], [c[2] for c in r["curve"]]) for r in runs]
+        )
+        ax.plot(grid, ys.mean(0), color=colour, label=f"{name} ({len(runs)} seeds)")
+        ax.fill_between(grid, ys.min(0), ys.max(0), color=colour, alpha=0.2)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("training episode return (mean of last 100)")
+    ax.set_title(f"{algo.upper()} on {env}: mean and range over seeds")
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png = out_dir / f"{algo}-{env}-curves.png"
+    fig.savefig(png, dpi=120)
+    print(f"  curves: {png}")
+
+
+def _spawn(args: list[str]) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def throughput(algo: str, env: str, steps: int, rounds: int, threads: int) -> None:
+    """Alternate fresh rl-ig and reference processes and report the ratio of medians."""
+    rates: dict[str, list[float]] = {"rl-ig": [], "sb3": []}
+    for r in range(rounds):
+        for lib in ("rl-ig", "sb3") if r % 2 == 0 else ("sb3", "rl-ig"):
+            res = _spawn(
+                [
+                    "--worker",
+                    "throughput",
+                    "--lib",
+                    lib,
+                    "--algo",
+                    algo,
+                    "--env",
+                    env,
+                    "--steps",
+                    str(steps),
+                    "--threads",
+                    str(threads),
+                ]
+            )
+            rates[lib].append(res["steps_per_s"])
+            print(f"round {r + 1}/{rounds} {lib:6s} {res['steps_per_s']:8.0f} steps/s", flush=True)
+    ours, ref = statistics.median(rates["rl-ig"]), statistics.median(rates["sb3"])
+    print(f"\n{algo.upper()} {env}, {steps} steps x {rounds} rounds, {threads} thread(s):")
+    print(f"  rl-ig             {ours:8.0f} steps/s (median)")
+    print(f"  {REFERENCE[algo]:17s} {ref:8.0f} steps/s (median)")
+    print(f"  ratio             {ours / ref:8.2f}x")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--algo", default="trpo", choices=sorted(REFERENCE))
+    p.add_argument("--env", default="HalfCheetah")
+    p.add_argument("--steps", type=float, default=20480)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--returns", action="store_true", help="train to --steps and evaluate")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--jobs", type=int, default=2, help="runs in parallel for --returns")
+    p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["throughput", "returns"], help=argparse.SUPPRESS)
+    p.add_argument("--lib", choices=["rl-ig", "sb3"], help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.worker == "throughput":
+        print(json.dumps(throughput_worker(a.lib, a.algo, a.env, int(a.steps), a.threads)))
+        return 0
+    if a.worker == "returns":
+        returns_worker(a.lib, a.algo, a.env, int(a.steps), a.seed, a.threads, a.out)
+        return 0
+    if a.returns:
+        returns(a.algo, a.env, int(a.steps), a.seeds, a.jobs, a.threads, a.out)
+        return 0
+    throughput(a.algo, a.env, int(a.steps), a.rounds, a.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
