@@ -102,8 +102,11 @@ class OnPolicyAgent:
         obs_space, act_space = self.env.observation_space, self.env.action_space
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.actor = make_actor(obs_space, act_space, self.config.policy).to(self.device)
-            self.critic = Critic(flat_obs_dim(obs_space), self.config.policy).to(self.device)
+            # float32 whatever the default dtype: the rollout buffers are float32.
+            actor = make_actor(obs_space, act_space, self.config.policy)
+            self.actor = actor.to(self.device, torch.float32)
+            critic = Critic(flat_obs_dim(obs_space), self.config.policy)
+            self.critic = critic.to(self.device, torch.float32)
         self.generator = torch.Generator().manual_seed(seed)
         self.collector = RolloutCollector(self.env, self.config.n_steps)
         self.num_timesteps = 0

@@ -10,7 +10,15 @@ from torch.func import functional_call, jacrev
 
 from rl_ig.fisher import PolicyFisher, detach_distribution
 
-torch.set_default_dtype(torch.float64)
+
+
+@pytest.fixture(autouse=True)
+def _float64():
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
 
 OBS_DIM, ACT_DIM, N_STATES = 3, 2, 7
 
