@@ -108,7 +108,7 @@ class OnPolicyAgent:
             critic = Critic(flat_obs_dim(obs_space), self.config.policy)
             self.critic = critic.to(self.device, torch.float32)
         self.generator = torch.Generator().manual_seed(seed)
-        self.collector = RolloutCollector(self.env, self.config.n_steps)
+        self.collector = RolloutCollector(self.env, self.config.n_steps, self.device)
         self.num_timesteps = 0
         self.n_updates = 0
         self._setup()
@@ -158,7 +158,6 @@ class OnPolicyAgent:
     def train_iteration(self) -> dict[str, float]:
         """Collect one rollout and update on it; returns the update's dict with timing added."""
         start = time.perf_counter()
-        self.actor.eval()
         self.collector.collect(self.actor, self.generator)
         collected = time.perf_counter()
         batch = self.collector.batch(self.critic, self.config.gamma, self.config.gae_lambda)
@@ -258,6 +257,9 @@ class OnPolicyAgent:
             raise CheckpointError(f"{path} does not fit this agent: {first}") from None
         agent.num_timesteps = int(meta["num_timesteps"])
         agent.n_updates = int(meta["n_updates"])
+        # Fresh episodes, not a replay of the ones the run started with (the simulator's state
+        # mid-episode is not part of a checkpoint).
+        agent.env.seed(agent.seed + agent.num_timesteps)
         return agent
 
 

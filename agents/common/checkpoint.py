@@ -57,11 +57,10 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, 
         raise CheckpointError(f"checkpoint {path} does not exist; check the path")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError):
         raise CheckpointError(
-            f"{path} is not a readable rl-ig checkpoint (corrupt, truncated or unsafe: "
-            f"{first[:120]}); use a checkpoint written by rl-ig"
+            f"{path} is not a readable rl-ig checkpoint (corrupt, truncated, or a file that "
+            "would need to run code to load); use a checkpoint written by rl-ig"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(

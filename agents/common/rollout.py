@@ -63,8 +63,11 @@ class RolloutCollector:
     parameters do not change during collection, so the numbers are the same.
     """
 
-    def __init__(self, env: VecEnv, n_steps: int, stats_window: int = 100):
+    def __init__(
+        self, env: VecEnv, n_steps: int, device: torch.device | str = "cpu", stats_window: int = 100
+    ):
         self.env = env
+        self.device = torch.device(device)
         self.n_steps = n_steps
         self.n_envs = env.num_envs
         obs_dim = int(np.prod(env.observation_space.shape))
@@ -92,9 +95,9 @@ class RolloutCollector:
         for t in range(self.n_steps):
             obs_t = buf.obs[t]
             obs_t.copy_(torch.from_numpy(obs))
-            action = actor.act(obs_t, noise[t])
+            action = actor.act(obs_t.to(self.device), noise[t].to(self.device))
             buf.actions[t] = action
-            action_np = action.numpy()
+            action_np = action.cpu().numpy()
             if self._clip is not None:
                 action_np = np.clip(action_np, *self._clip)
             obs, rewards, dones, infos = self.env.step(action_np)
@@ -124,12 +127,13 @@ class RolloutCollector:
         """Values, advantages and returns of the last rollout, flattened to ``(N, ...)``."""
         buf = self.buffer
         t, e = self.n_steps, self.n_envs
-        values = critic(buf.obs.view(t * e, -1)).view(t, e).numpy()
-        last_values = critic(buf.last_obs).numpy()
+        dev = self.device
+        values = critic(buf.obs.view(t * e, -1).to(dev)).view(t, e).cpu().numpy()
+        last_values = critic(buf.last_obs.to(dev)).cpu().numpy()
         final_values = np.zeros((t, e), dtype=np.float32)
         if buf.final_obs:
             final = torch.as_tensor(np.stack([o for _, _, o in buf.final_obs]), dtype=torch.float32)
-            fv = critic(final.view(len(buf.final_obs), -1)).numpy()
+            fv = critic(final.view(len(buf.final_obs), -1).to(dev)).cpu().numpy()
             for (step, env, _), v in zip(buf.final_obs, fv):
                 final_values[step, env] = v
         nxt = next_state_values(values, last_values, buf.terminated, buf.truncated, final_values)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
+from agents.common import fast_mlp
+from agents.common.networks import Critic
 from agents.common.rollout import Batch
 
 
@@ -37,13 +41,38 @@ def critic_epochs(
     n = batch.returns.shape[0]
     total = torch.zeros((), device=batch.returns.device)
     count = 0
+    step = _mse_step(critic)
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator).to(batch.returns.device)
         for idx in order.split(batch_size):
-            loss = nn.functional.mse_loss(critic(batch.obs[idx]), batch.returns[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            total += step(batch.obs[idx], batch.returns[idx])
             optimizer.step()
-            total += loss.detach()
             count += 1
     return {"train/value_loss": (total / count).item()}
+
+
+def _mse_step(critic: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``(obs, target) ↦ loss`` that leaves the MSE gradient in every parameter's ``.grad``.
+
+    Linear/Tanh/ReLU critics take the hand-derived backward pass of :mod:`fast_mlp`
+    (about twice as fast for the 64-64 critic, batch 128); others go through autograd.
+    """
+    layers = fast_mlp.as_layers(critic.net) if isinstance(critic, Critic) else None
+    if layers is None:
+
+        def autograd_step(obs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            loss = nn.functional.mse_loss(critic(obs), target)
+            critic.zero_grad(set_to_none=True)
+            loss.backward()
+            return loss.detach()
+
+        return autograd_step
+    params = [t for layer in layers for t in (layer.weight, layer.bias)]
+
+    def fast_step(obs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss, grads = fast_mlp.mse_step_grads(layers, obs, target)
+        for p, g in zip(params, grads):
+            p.grad = g
+        return loss
+
+    return fast_step

@@ -11,7 +11,6 @@ from torch.func import functional_call, jacrev
 from rl_ig.fisher import PolicyFisher, detach_distribution
 
 
-
 @pytest.fixture(autouse=True)
 def _float64():
     previous = torch.get_default_dtype()

@@ -1,0 +1,448 @@
+"""The training loop behind ``scripts/train.py``: logging, evaluation, checkpoints, Ctrl-C.
+
+:class:`TrainingRun` drives ``agent.learn`` with a callback that, after every update,
+
+1. logs the update's dict (SB3 tag names: ``train/``, ``rollout/``, ``time/``) to TensorBoard at
+   ``x = agent.num_timesteps`` and appends it as a row of ``progress.csv``;
+2. advances a ``tqdm`` bar over timesteps;
+3. every ``save_every`` steps writes ``checkpoint.pt`` (atomically);
+4. every ``eval_every`` steps evaluates the deterministic policy on a separate environment whose
+   normalisation statistics are copied from the training one and frozen.
+
+At the end it writes ``final.pt``, evaluates once more and writes ``run_summary.json``. The first
+Ctrl-C asks the run to stop after the current update, which is then saved to ``checkpoint.pt``;
+a second Ctrl-C aborts at once without saving (the update it interrupts may be half applied).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import json
+import math
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.vec_env import VecEnv
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+import envs
+from agents.common.agent import OnPolicyAgent, env_description
+from agents.common.checkpoint import atomic_write
+
+EVAL_SEED_OFFSET = 1000
+"""The evaluation environment is seeded with the agent's seed plus this."""
+
+EnvFactory = Callable[[int, int], VecEnv]
+"""``make_env(n_envs, seed)``: builds an environment with the training run's settings."""
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where a run writes, all inside ``logdir`` (TensorBoard event files go there too)."""
+
+    logdir: Path
+
+    @property
+    def progress(self) -> Path:
+        return self.logdir / "progress.csv"
+
+    @property
+    def evaluations(self) -> Path:
+        return self.logdir / "evaluations.csv"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.logdir / "checkpoint.pt"
+
+    @property
+    def final_model(self) -> Path:
+        return self.logdir / "final.pt"
+
+    @property
+    def summary(self) -> Path:
+        return self.logdir / "run_summary.json"
+
+    def as_dict(self) -> dict[str, str]:
+        names = ("progress", "evaluations", "checkpoint", "final_model", "summary")
+        return {"logdir": str(self.logdir), **{n: str(getattr(self, n)) for n in names}}
+
+
+def prepare_logdir(logdir: str | Path) -> Path:
+    """Create ``logdir`` and check that files can be written in it.
+
+    Raises:
+        OSError: one line naming the directory and the reason.
+    """
+    path = Path(logdir)
+    probe = path / ".write_probe"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise OSError(
+            f"cannot write to logdir {path}: {reason}; pass a writable --logdir"
+        ) from None
+    return path
+
+
+@dataclass(kw_only=True, frozen=True)
+class TrainingConfig:
+    """What a :class:`TrainingRun` does besides calling ``learn``.
+
+    Attributes:
+        logdir: directory for every output (see :class:`RunPaths`).
+        total_timesteps: the step count to reach, counting steps a resumed agent already has.
+        save_every: write ``checkpoint.pt`` every this many steps; 0: only on Ctrl-C.
+        eval_every: evaluate every this many steps; 0: only at the end.
+        eval_episodes: episodes per evaluation, >= 1.
+        progress: show a progress bar (when stderr is a terminal).
+        continue_logs: append to the logdir's CSV files (a resumed run) instead of replacing them.
+        resumed_from: the checkpoint a resumed run started from, recorded in the summary.
+    """
+
+    logdir: Path
+    total_timesteps: int
+    save_every: int = 100_000
+    eval_every: int = 0
+    eval_episodes: int = 5
+    progress: bool = True
+    continue_logs: bool = False
+    resumed_from: Path | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "logdir", Path(self.logdir))
+        for name, low in (
+            ("total_timesteps", 1),
+            ("save_every", 0),
+            ("eval_every", 0),
+            ("eval_episodes", 1),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Returns of the deterministic policy: mean, std and each episode's (raw) return."""
+
+    mean_reward: float
+    std_reward: float
+    mean_ep_length: float
+    returns: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """How a run ended: ``status`` is ``completed``, ``interrupted`` (saved) or ``aborted``."""
+
+    status: str
+    num_timesteps: int
+    final_eval: EvalResult | None
+    wall_time_s: float
+    paths: RunPaths
+
+
+# -- CSV logs ----------------------------------------------------------------------------------
+
+
+class CsvLog:
+    """Rows appended to a CSV file and flushed one by one.
+
+    The header comes from the first row; a row's missing keys are left blank. A key that first
+    appears in a later row (``rollout/ep_rew_mean`` once an episode has ended) extends the header,
+    and the file is rewritten atomically with the old rows' new cells blank.
+    """
+
+    def __init__(self, path: Path, *, append: bool = False):
+        self.path = path
+        self.fields: list[str] = []
+        if append and path.is_file():
+            with path.open(newline="") as f:
+                self.fields = next(csv.reader(f), [])
+        else:
+            path.unlink(missing_ok=True)
+
+    def write(self, row: Mapping[str, Any]) -> None:
+        """Append ``row``; extend the header first if it has new keys."""
+        new = [key for key in row if key not in self.fields]
+        if new and self.fields:
+            self._rewrite([*self.fields, *new])
+        elif new:
+            self.fields = list(row)
+            with self.path.open("w", newline="") as f:
+                csv.DictWriter(f, self.fields).writeheader()
+        with self.path.open("a", newline="") as f:
+            csv.DictWriter(f, self.fields, restval="").writerow(row)
+
+    def _rewrite(self, fields: list[str]) -> None:
+        with self.path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+
+        def write(tmp: Path) -> None:
+            with tmp.open("w", newline="") as out:
+                writer = csv.DictWriter(out, fields, restval="")
+                writer.writeheader()
+                writer.writerows(rows)
+
+        atomic_write(self.path, write)
+        self.fields = fields
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write ``data`` as indented JSON, atomically."""
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+# -- evaluation --------------------------------------------------------------------------------
+
+
+def sync_eval_env(eval_env: VecEnv, train_env: VecEnv) -> None:
+    """Copy the training env's normalisation statistics into ``eval_env`` and freeze them.
+
+    Rewards in ``eval_env`` are left raw; the per-env running returns are not copied when the
+    numbers of envs differ (:func:`envs.load_normalization_state` zeroes them).
+    """
+    envs.load_normalization_state(eval_env, envs.normalization_state(train_env))
+    envs.set_training(eval_env, False)
+
+
+def evaluate(agent: OnPolicyAgent, eval_env: VecEnv, n_episodes: int) -> EvalResult:
+    """Run the deterministic policy for ``n_episodes`` whole episodes of ``eval_env``.
+
+    Returns are the raw (unnormalised) ones that ``VecMonitor`` records.
+    """
+    returns: list[float] = []
+    lengths: list[int] = []
+    obs = eval_env.reset()
+    while len(returns) < n_episodes:
+        action, _ = agent.predict(obs, deterministic=True)
+        obs, _, dones, infos = eval_env.step(action)
+        for done, info in zip(dones, infos):
+            if done and "episode" in info and len(returns) < n_episodes:
+                returns.append(float(info["episode"]["r"]))
+                lengths.append(int(info["episode"]["l"]))
+    return EvalResult(
+        mean_reward=float(np.mean(returns)),
+        std_reward=float(np.std(returns)),
+        mean_ep_length=float(np.mean(lengths)),
+        returns=tuple(returns),
+    )
+
+
+# -- Ctrl-C ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def stop_on_sigint(request_stop: Callable[[], None]) -> Iterator[None]:
+    """Turn the first SIGINT into ``request_stop()``; a second one raises KeyboardInterrupt.
+
+    Outside the main thread (where handlers cannot be installed) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        request_stop()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _next_multiple(step: int, every: int) -> float:
+    """The first multiple of ``every`` after ``step``; infinity when ``every`` is 0."""
+    return (step // every + 1) * every if every > 0 else math.inf
+
+
+# -- the run -----------------------------------------------------------------------------------
+
+
+class TrainingRun:
+    """Train an agent to ``config.total_timesteps`` with logs, evaluations and checkpoints.
+
+    Args:
+        agent: a new agent or one loaded from a checkpoint (its step count is kept).
+        config: cadences and output directory.
+        make_env: builds an environment with the training settings; called once with
+            ``(1, agent.seed + EVAL_SEED_OFFSET)`` for the evaluation environment.
+    """
+
+    def __init__(self, agent: OnPolicyAgent, config: TrainingConfig, make_env: EnvFactory):
+        self.agent = agent
+        self.config = config
+        self.make_env = make_env
+        self.paths = RunPaths(config.logdir)
+        self.stop_requested = False
+        self.last_eval: EvalResult | None = None
+        self._last_eval_step = -1
+        self._start_time = time.perf_counter()
+        self._start_step = agent.num_timesteps
+        self._next_save = _next_multiple(agent.num_timesteps, config.save_every)
+        self._next_eval = _next_multiple(agent.num_timesteps, config.eval_every)
+
+    def run(self) -> RunResult:
+        """Train, then save, evaluate and summarise; see the module docstring for Ctrl-C.
+
+        Raises:
+            ValueError: if the agent already has ``total_timesteps`` steps or more.
+        """
+        remaining = self.config.total_timesteps - self.agent.num_timesteps
+        if remaining < 1:
+            raise ValueError(
+                f"the agent already has {self.agent.num_timesteps} steps, not fewer than the "
+                f"{self.config.total_timesteps} to train to; ask for more steps"
+            )
+        self._start_time = time.perf_counter()
+        self.writer = SummaryWriter(log_dir=str(self.paths.logdir))
+        self.progress_log = CsvLog(self.paths.progress, append=self.config.continue_logs)
+        self.eval_log = CsvLog(self.paths.evaluations, append=self.config.continue_logs)
+        self.eval_env = self.make_env(1, self.agent.seed + EVAL_SEED_OFFSET)
+        self.bar = tqdm(
+            total=self.config.total_timesteps,
+            initial=self.agent.num_timesteps,
+            unit="step",
+            disable=None if self.config.progress else True,  # None: only on a terminal
+            dynamic_ncols=True,
+        )
+        try:
+            return self._train_and_finish(remaining)
+        finally:
+            self.bar.close()
+            self.writer.close()
+            self.eval_env.close()
+
+    def _train_and_finish(self, remaining: int) -> RunResult:
+        try:
+            with stop_on_sigint(self.request_stop):
+                self.agent.learn(remaining, callback=self._on_update, reset_num_timesteps=False)
+        except KeyboardInterrupt:
+            return self._finish("aborted")
+        if self.stop_requested:
+            self.agent.save(self.paths.checkpoint)
+            return self._finish("interrupted")
+        self.agent.save(self.paths.final_model)
+        if self._last_eval_step != self.agent.num_timesteps:
+            self._evaluate()
+        return self._finish("completed")
+
+    def request_stop(self) -> None:
+        """Stop after the current update and save a checkpoint (what the first Ctrl-C does)."""
+        self.stop_requested = True
+        print(
+            "\nCtrl-C: stopping after the current update and saving a checkpoint "
+            "(press Ctrl-C again to abort without saving)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    def _on_update(self, agent: OnPolicyAgent, info: dict[str, float]) -> bool:
+        step = agent.num_timesteps
+        self._log(info)
+        self._advance_bar(info)
+        if step >= self._next_save:
+            agent.save(self.paths.checkpoint)
+            self._next_save = _next_multiple(step, self.config.save_every)
+        if step >= self._next_eval:
+            self._evaluate()
+            self._next_eval = _next_multiple(step, self.config.eval_every)
+        return not self.stop_requested
+
+    def _log(self, info: Mapping[str, float]) -> None:
+        step = self.agent.num_timesteps
+        row = {
+            "time/total_timesteps": float(step),
+            "time/iterations": float(self.agent.n_updates),
+            "time/time_elapsed": time.perf_counter() - self._start_time,
+            **info,
+        }
+        for key, value in row.items():
+            self.writer.add_scalar(key, value, step)
+        self.progress_log.write(row)
+
+    def _advance_bar(self, info: Mapping[str, float]) -> None:
+        self.bar.update(self.agent.num_timesteps - self.bar.n)
+        postfix = {"steps/s": f"{info.get('time/fps', float('nan')):.0f}"}
+        returns = self.agent.collector.episode_returns
+        if returns:
+            postfix["return"] = f"{np.mean(returns):.1f}"
+        self.bar.set_postfix(postfix, refresh=False)
+
+    def _evaluate(self) -> EvalResult:
+        step = self.agent.num_timesteps
+        sync_eval_env(self.eval_env, self.agent.env)
+        result = evaluate(self.agent, self.eval_env, self.config.eval_episodes)
+        self.writer.add_scalar("eval/mean_reward", result.mean_reward, step)
+        self.writer.add_scalar("eval/std_reward", result.std_reward, step)
+        self.writer.add_scalar("eval/mean_ep_length", result.mean_ep_length, step)
+        self.eval_log.write(
+            {
+                "timesteps": step,
+                "mean_reward": result.mean_reward,
+                "std_reward": result.std_reward,
+                "mean_ep_length": result.mean_ep_length,
+                "episodes": len(result.returns),
+            }
+        )
+        self.writer.flush()
+        self.last_eval, self._last_eval_step = result, step
+        return result
+
+    def _finish(self, status: str) -> RunResult:
+        result = RunResult(
+            status=status,
+            num_timesteps=self.agent.num_timesteps,
+            final_eval=self.last_eval,
+            wall_time_s=time.perf_counter() - self._start_time,
+            paths=self.paths,
+        )
+        write_json(self.paths.summary, self.summary(result))
+        return result
+
+    def summary(self, result: RunResult) -> dict[str, Any]:
+        """What ``run_summary.json`` holds."""
+        desc = env_description(self.agent.env)
+        evaluation = result.final_eval
+        saved = {
+            "completed": self.paths.final_model,
+            "interrupted": self.paths.checkpoint,
+        }.get(result.status)
+        return {
+            "algo": self.agent.algo,
+            "env_id": desc["id"],
+            "seed": self.agent.seed,
+            "n_envs": desc["n_envs"],
+            "normalize_obs": desc["normalize_obs"],
+            "normalize_reward": desc["normalize_reward"],
+            "status": result.status,
+            "start_timesteps": self._start_step,
+            "num_timesteps": result.num_timesteps,
+            "total_timesteps": self.config.total_timesteps,
+            "n_updates": self.agent.n_updates,
+            "final_eval_mean_reward": None if evaluation is None else evaluation.mean_reward,
+            "final_eval_std_reward": None if evaluation is None else evaluation.std_reward,
+            "final_eval_step": None if evaluation is None else self._last_eval_step,
+            "wall_time_s": result.wall_time_s,
+            "saved_model": None if saved is None else str(saved),
+            "resumed_from": None
+            if self.config.resumed_from is None
+            else str(self.config.resumed_from),
+            "paths": self.paths.as_dict(),
+            "hyperparameters": dataclasses.asdict(self.agent.config),
+        }
