@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, Normal
 
+from agents.common import fast_mlp
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
@@ -74,7 +76,27 @@ def mlp(sizes: tuple[int, ...], activation: str, out_gain: float, ortho: bool) -
     return nn.Sequential(*layers)
 
 
-class GaussianActor(nn.Module):
+class _FastMean(nn.Module):
+    """Evaluates ``self.net`` through :mod:`fast_mlp` when it is a Linear/Tanh/ReLU stack.
+
+    Acting happens once per environment step, where per-module call overhead dominates the
+    arithmetic; the output is the same function of the same parameters.
+    """
+
+    net: nn.Sequential
+
+    def _net_output(self, obs: torch.Tensor) -> torch.Tensor:
+        layers = self.__dict__.get("_layers", False)
+        if layers is False:
+            layers = self.__dict__["_layers"] = fast_mlp.as_layers(self.net)
+        return self.net(obs) if layers is None else fast_mlp.forward(layers, obs)[0]
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        self.__dict__.pop("_layers", None)  # .to() / .double() may swap parameter tensors
+        return super()._apply(fn, recurse)
+
+
+class GaussianActor(_FastMean):
     """``π(a|s) = N(μ_θ(s), diag(exp(2·log_std)))`` with a state-independent ``log_std``."""
 
     def __init__(self, obs_dim: int, act_dim: int, config: PolicyConfig):
@@ -95,11 +117,11 @@ class GaussianActor(nn.Module):
 
     def act(self, obs: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         """Actions for ``obs: (B, obs_dim)``: ``μ + σ·noise``, or the mean when noise is None."""
-        mean = self.net(obs)
+        mean = self._net_output(obs)
         return mean if noise is None else torch.addcmul(mean, self.log_std.exp(), noise)
 
 
-class CategoricalActor(nn.Module):
+class CategoricalActor(_FastMean):
     """``π(a|s) = softmax(logits_θ(s))`` over a discrete action set."""
 
     def __init__(self, obs_dim: int, n_actions: int, config: PolicyConfig):
@@ -116,7 +138,7 @@ class CategoricalActor(nn.Module):
 
     def act(self, obs: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
         """Actions ``(B,)``: inverse-CDF samples from ``noise``, or the mode when it is None."""
-        logits = self.net(obs)
+        logits = self._net_output(obs)
         if noise is None:
             return logits.argmax(dim=-1)
         cdf = logits.softmax(dim=-1).cumsum(dim=-1)

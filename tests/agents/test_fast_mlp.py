@@ -54,3 +54,21 @@ def test_critic_epochs_fast_and_autograd_paths_agree(activation: str) -> None:
         return torch.cat([p.detach().reshape(-1) for p in critic.parameters()])
 
     torch.testing.assert_close(train(False), train(True), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "elu"])
+def test_actor_act_equals_distribution_mean(activation: str) -> None:
+    import gymnasium as gym
+
+    from agents.common.networks import make_actor
+
+    torch.manual_seed(2)
+    box = gym.spaces.Box(-1.0, 1.0, (3,))
+    actor = make_actor(gym.spaces.Box(-5.0, 5.0, (4,)), box, PolicyConfig(activation=activation))
+    obs = torch.randn(9, 4)
+    noise = torch.randn(9, 3)
+    dist = actor(obs).base_dist
+    torch.testing.assert_close(actor.act(obs, None), dist.mean, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(
+        actor.act(obs, noise), dist.mean + dist.stddev * noise, rtol=1e-6, atol=1e-7
+    )

@@ -214,3 +214,42 @@ def test_time_limit_marks_truncation_with_terminal_observation() -> None:
     assert infos[0]["TimeLimit.truncated"] is True
     assert infos[0]["terminal_observation"].shape == venv.observation_space.shape
     assert not np.array_equal(infos[0]["terminal_observation"], obs[0])
+
+
+def test_lean_running_moments_are_sb3s_bit_for_bit() -> None:
+    from stable_baselines3.common.running_mean_std import RunningMeanStd
+
+    from envs.factory import LeanRunningMeanStd
+
+    rng = np.random.default_rng(0)
+    ref, lean = RunningMeanStd(shape=(5,)), LeanRunningMeanStd(shape=(5,))
+    for _ in range(300):
+        batch = rng.normal(3.0, 2.0, size=(int(rng.integers(1, 4)), 5))
+        ref.update(batch)
+        lean.update(batch)
+    assert np.array_equal(ref.mean, lean.mean)
+    assert np.array_equal(ref.var, lean.var)
+    assert ref.count == lean.count
+
+
+def test_in_process_vec_env_matches_sb3_dummy_vec_env() -> None:
+    from stable_baselines3.common.vec_env import DummyVecEnv as SB3DummyVecEnv
+
+    from envs.factory import InProcessVecEnv
+
+    def thunk():
+        return gymnasium.make("Pendulum-v1")
+
+    ours, ref = InProcessVecEnv([thunk, thunk]), SB3DummyVecEnv([thunk, thunk])
+    ours.seed(5)
+    ref.seed(5)
+    assert np.array_equal(ours.reset(), ref.reset())
+    actions = np.random.default_rng(0).uniform(-2, 2, size=(450, 2, 1)).astype(np.float32)
+    for a in actions:
+        o1, r1, d1, i1 = ours.step(a)
+        o2, r2, d2, i2 = ref.step(a)
+        assert np.array_equal(o1, o2) and np.array_equal(r1, r2) and np.array_equal(d1, d2)
+        for x, y in zip(i1, i2):
+            assert x.keys() == y.keys()
+            if "terminal_observation" in x:
+                assert np.array_equal(x["terminal_observation"], y["terminal_observation"])
