@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch.nn.utils import parameters_to_vector
 
 import envs
 from agents import TRPO
+from agents.training import evaluate
 from rl_ig.fisher import detach_distribution
 
 
@@ -75,13 +75,7 @@ def test_line_search_rejects_when_no_step_improves() -> None:
 
 
 def _evaluate(agent: TRPO, env_name: str, episodes: int) -> float:
-    env = envs.make_vec_env(env_name, n_envs=1, seed=123)
-    obs, returns = env.reset(), []
-    while len(returns) < episodes:
-        obs, _, dones, infos = env.step(agent.predict(obs, deterministic=True)[0])
-        if dones[0]:
-            returns.append(infos[0]["episode"]["r"])
-    return float(np.mean(returns))
+    return evaluate(agent, envs.make_vec_env(env_name, n_envs=1, seed=123), episodes).mean_reward
 
 
 LEARN_HP = dict(n_steps=512, batch_size=128, max_kl=0.02, cg_iters=15, n_critic_updates=10)
