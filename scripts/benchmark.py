@@ -245,6 +245,37 @@ def summarize(out_dir: Path, algo: str, env: str) -> None:
     print(f"  curves: {png}")
 
 
+def fvp_timing(rounds: int, threads: int) -> None:
+    """Gauss-Newton against double-backprop Fisher-vector products on the HalfCheetah policy."""
+    import gymnasium as gym
+    import torch
+
+    from agents.common.networks import PolicyConfig, make_actor
+    from agents.common.runtime import configure_runtime
+    from rl_ig.fisher import PolicyFisher
+
+    configure_runtime(threads)
+    torch.manual_seed(0)
+    actor = make_actor(gym.spaces.Box(-1, 1, (17,)), gym.spaces.Box(-1, 1, (6,)),
+                       PolicyConfig())
+    obs = torch.randn(2048, 17)
+    fisher = PolicyFisher(actor)
+    v = torch.randn(fisher.dim)
+    times: dict[str, list[float]] = {"gauss-newton": [], "double-backprop": []}
+    for _ in range(rounds):
+        for method, samples in times.items():
+            op = fisher.operator(obs, method=method)
+            op(v)
+            start = time.perf_counter()
+            for _ in range(50):
+                op(v)
+            samples.append((time.perf_counter() - start) / 50 * 1e3)
+    print("Fisher-vector product, 17-64-64-6 tanh policy, 2,048 states, float32, "
+          f"{threads} thread(s), median of {rounds} rounds of 50:")
+    for method, samples in times.items():
+        print(f"  {method:16s} {statistics.median(samples):6.2f} ms")
+
+
 def _spawn(args: list[str]) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, *args], capture_output=True, text=True, check=False
@@ -292,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--returns", action="store_true", help="train to --steps and evaluate")
+    p.add_argument("--fvp", action="store_true", help="time the two Fisher-vector products")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel for --returns")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
@@ -304,6 +336,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.worker == "returns":
         returns_worker(a.lib, a.algo, a.env, int(a.steps), a.seed, a.threads, a.out)
+        return 0
+    if a.fvp:
+        fvp_timing(a.rounds * 3, a.threads)
         return 0
     if a.returns:
         returns(a.algo, a.env, int(a.steps), a.seeds, a.jobs, a.threads, a.out)

@@ -6,6 +6,7 @@ provide only ``_setup`` (optimisers, Fisher) and ``update(batch) -> dict[str, fl
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import time
 from collections.abc import Callable
@@ -71,7 +72,7 @@ def env_description(env: VecEnv) -> dict[str, Any]:
     }
 
 
-class OnPolicyAgent:
+class OnPolicyAgent(abc.ABC):
     """Base of the on-policy agents; see :class:`agents.TRPO` for the hyperparameters.
 
     Args:
@@ -115,12 +116,13 @@ class OnPolicyAgent:
 
     # -- what a subclass provides ------------------------------------------------------------
 
+    @abc.abstractmethod
     def _setup(self) -> None:
         """Build optimisers and anything else the update needs."""
 
+    @abc.abstractmethod
     def update(self, batch: Batch) -> dict[str, float]:
         """One policy and critic update from a rollout; returns the measurements of the step."""
-        raise NotImplementedError
 
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         """Optimisers whose state a checkpoint keeps."""
