@@ -31,6 +31,8 @@ TINY = [
     "trpo",
     "--env",
     "Pendulum",
+    "--n-envs",
+    "1",
     "--hp",
     "n_steps=256",
     "--hp",
