@@ -143,29 +143,30 @@ class TRPO(OnPolicyAgent):
         self, obs: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor
     ) -> dict[str, float]:
         """Steps 1-4: surrogate, CG direction, maximal step, backtracking line search."""
-        cfg = self.config
         dist = self.actor(obs)
-        old_dist = detach_distribution(dist)
-        old_log_prob = dist.log_prob(actions).detach()
-        surrogate = self._surrogate(dist.log_prob(actions), old_log_prob, adv)
-        params = self.fisher.params
-        g = parameters_to_vector(torch.autograd.grad(surrogate, params))
-        fvp = self.fisher.operator(obs)
-        direction = conjugate_gradient(
-            lambda v: fvp(v) + cfg.cg_damping * v, g, cfg.cg_iters, cfg.cg_tol
-        )
-        s_f_s = torch.dot(direction, fvp(direction))
-        beta = torch.sqrt(2.0 * cfg.max_kl / s_f_s.clamp_min(1e-30))
-        theta_old = parameters_to_vector(params).detach()
+        log_prob = dist.log_prob(actions)
+        old_log_prob = log_prob.detach()
+        surrogate = self._surrogate(log_prob, old_log_prob, adv)
+        g = parameters_to_vector(torch.autograd.grad(surrogate, self.fisher.params))
+        direction, s_f_s = self._search_direction(obs, g)
+        beta = self._max_step(s_f_s)
         full_step = beta * direction
+        theta_old = parameters_to_vector(self.fisher.params).detach()
         result = self._line_search(
-            obs, actions, adv, old_dist, old_log_prob, theta_old, full_step, surrogate.item()
+            obs,
+            actions,
+            adv,
+            detach_distribution(dist),
+            old_log_prob,
+            theta_old,
+            full_step,
+            surrogate.item(),
         )
         result.update(
             {
                 "train/policy_objective": surrogate.item(),
                 "train/grad_norm": g.norm().item(),
-                "train/max_step_fisher_norm": math.sqrt(2.0 * cfg.max_kl),
+                "train/max_step_fisher_norm": math.sqrt(2.0 * self.config.max_kl),
                 "train/step_size": beta.item(),
                 "train/entropy": dist.entropy().mean().item(),
                 "train/std": self._std(),
@@ -173,6 +174,23 @@ class TRPO(OnPolicyAgent):
             }
         )
         return result
+
+    def _search_direction(
+        self, obs: torch.Tensor, g: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``s ≈ (F + λI)⁻¹ g`` by CG, and ``sᵀFs`` (undamped) for the step size."""
+        cfg = self.config
+        fvp = self.fisher.operator(obs)
+        s = conjugate_gradient(lambda v: fvp(v) + cfg.cg_damping * v, g, cfg.cg_iters, cfg.cg_tol)
+        return s, torch.dot(s, fvp(s))
+
+    def _max_step(self, s_f_s: torch.Tensor) -> torch.Tensor:
+        """``β = sqrt(2·max_kl / sᵀFs)``: ½(βs)ᵀF(βs), the quadratic model of KL, is max_kl.
+
+        sb3-contrib divides by the damped ``sᵀ(F + λI)s``, a slightly shorter step; the line
+        search enforces the bound on the true KL either way.
+        """
+        return torch.sqrt(2.0 * self.config.max_kl / s_f_s.clamp_min(1e-30))
 
     @staticmethod
     def _surrogate(
