@@ -103,14 +103,9 @@ def evaluate(model, lib: str, env_id: str, seed: int, episodes: int) -> list[flo
             eval_env, training=False, norm_obs=train_env.norm_obs, norm_reward=False
         )
         eval_env.obs_rms = copy.deepcopy(train_env.obs_rms)
-    returns: list[float] = []
-    obs = eval_env.reset()
-    while len(returns) < episodes:
-        action, _ = model.predict(obs, deterministic=True)
-        obs, _, dones, infos = eval_env.step(action)
-        if dones[0]:
-            returns.append(float(infos[0]["episode"]["r"]))
-    return returns
+    from agents.training import evaluate as run_episodes
+
+    return list(run_episodes(model, eval_env, episodes).returns)
 
 
 def returns_worker(
@@ -214,7 +209,12 @@ def summarize(out_dir: Path, algo: str, env: str) -> None:
     import numpy as np
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    print(f"\n{algo.upper()} {env}: final evaluation (10 deterministic episodes per seed)")
+    lines = [
+        f"{algo.upper()} {env}: final evaluation (10 deterministic episodes per seed)",
+        "",
+        "| library | final return, mean ± sd over seeds | per seed | steps/s |",
+        "|---|---|---|---|",
+    ]
     for lib, colour in (("rl-ig", "tab:blue"), ("sb3", "tab:orange")):
         runs = [
             json.loads(p.read_text()) for p in sorted(out_dir.glob(f"{lib}-{algo}-{env}-s*.json"))
@@ -224,9 +224,9 @@ def summarize(out_dir: Path, algo: str, env: str) -> None:
         finals = [statistics.fmean(r["eval"]) for r in runs]
         rates = [r["steps_per_s"] for r in runs]
         name = "rl-ig" if lib == "rl-ig" else REFERENCE[algo]
-        print(
-            f"  {name:17s} {statistics.fmean(finals):9.1f} ± {statistics.pstdev(finals):7.1f}"
-            f"  seeds {[round(f) for f in finals]}  {statistics.fmean(rates):6.0f} steps/s"
+        lines.append(
+            f"| {name} | {statistics.fmean(finals):.0f} ± {statistics.pstdev(finals):.0f} "
+            f"| {', '.join(str(round(f)) for f in finals)} | {statistics.fmean(rates):.0f} |"
         )
         grid = np.linspace(0, max(r["steps"] for r in runs), 101)
         ys = np.array(
@@ -242,7 +242,9 @@ def summarize(out_dir: Path, algo: str, env: str) -> None:
     fig.tight_layout()
     png = out_dir / f"{algo}-{env}-curves.png"
     fig.savefig(png, dpi=120)
-    print(f"  curves: {png}")
+    lines += ["", f"curves: {png}"]
+    (out_dir / f"{algo}-{env}-summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
 
 
 def fvp_timing(rounds: int, threads: int) -> None:
@@ -256,8 +258,7 @@ def fvp_timing(rounds: int, threads: int) -> None:
 
     configure_runtime(threads)
     torch.manual_seed(0)
-    actor = make_actor(gym.spaces.Box(-1, 1, (17,)), gym.spaces.Box(-1, 1, (6,)),
-                       PolicyConfig())
+    actor = make_actor(gym.spaces.Box(-1, 1, (17,)), gym.spaces.Box(-1, 1, (6,)), PolicyConfig())
     obs = torch.randn(2048, 17)
     fisher = PolicyFisher(actor)
     v = torch.randn(fisher.dim)
@@ -270,8 +271,10 @@ def fvp_timing(rounds: int, threads: int) -> None:
             for _ in range(50):
                 op(v)
             samples.append((time.perf_counter() - start) / 50 * 1e3)
-    print("Fisher-vector product, 17-64-64-6 tanh policy, 2,048 states, float32, "
-          f"{threads} thread(s), median of {rounds} rounds of 50:")
+    print(
+        "Fisher-vector product, 17-64-64-6 tanh policy, 2,048 states, float32, "
+        f"{threads} thread(s), median of {rounds} rounds of 50:"
+    )
     for method, samples in times.items():
         print(f"  {method:16s} {statistics.median(samples):6.2f} ms")
 
@@ -327,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel for --returns")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
+    p.add_argument("--summarize", action="store_true", help="redraw the --returns summary")
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--worker", choices=["throughput", "returns"], help=argparse.SUPPRESS)
     p.add_argument("--lib", choices=["rl-ig", "sb3"], help=argparse.SUPPRESS)
@@ -336,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.worker == "returns":
         returns_worker(a.lib, a.algo, a.env, int(a.steps), a.seed, a.threads, a.out)
+        return 0
+    if a.summarize:
+        summarize(a.out, a.algo, a.env)
         return 0
     if a.fvp:
         fvp_timing(a.rounds * 3, a.threads)
