@@ -168,7 +168,7 @@ def returns(
     running: list[subprocess.Popen] = []
     for lib, seed, path in pending:
         while len(running) >= jobs:
-            running = [p for p in running if p.poll() is None] or running
+            running = [p for p in running if p.poll() is None]
             time.sleep(2)
         print(f"start {lib} seed {seed}", flush=True)
         running.append(
@@ -176,20 +176,9 @@ def returns(
                 [
                     sys.executable,
                     __file__,
-                    "--worker",
-                    "returns",
-                    "--lib",
-                    lib,
-                    "--algo",
-                    algo,
-                    "--env",
-                    env,
-                    "--steps",
-                    str(steps),
+                    *_worker_args("returns", lib, algo, env, steps, threads),
                     "--seed",
                     str(seed),
-                    "--threads",
-                    str(threads),
                     "--out",
                     str(path),
                 ]
@@ -197,6 +186,9 @@ def returns(
         )
     for p in running:
         p.wait()
+    missing = [path.name for _, _, path in pending if not path.exists()]
+    if missing:
+        print(f"runs that failed (see their output above): {', '.join(missing)}", flush=True)
     summarize(out_dir, algo, env)
 
 
@@ -279,6 +271,23 @@ def fvp_timing(rounds: int, threads: int) -> None:
         print(f"  {method:16s} {statistics.median(samples):6.2f} ms")
 
 
+def _worker_args(kind: str, lib: str, algo: str, env: str, steps: int, threads: int) -> list[str]:
+    return [
+        "--worker",
+        kind,
+        "--lib",
+        lib,
+        "--algo",
+        algo,
+        "--env",
+        env,
+        "--steps",
+        str(steps),
+        "--threads",
+        str(threads),
+    ]
+
+
 def _spawn(args: list[str]) -> dict:
     out = subprocess.run(
         [sys.executable, __file__, *args], capture_output=True, text=True, check=False
@@ -293,22 +302,7 @@ def throughput(algo: str, env: str, steps: int, rounds: int, threads: int) -> No
     rates: dict[str, list[float]] = {"rl-ig": [], "sb3": []}
     for r in range(rounds):
         for lib in ("rl-ig", "sb3") if r % 2 == 0 else ("sb3", "rl-ig"):
-            res = _spawn(
-                [
-                    "--worker",
-                    "throughput",
-                    "--lib",
-                    lib,
-                    "--algo",
-                    algo,
-                    "--env",
-                    env,
-                    "--steps",
-                    str(steps),
-                    "--threads",
-                    str(threads),
-                ]
-            )
+            res = _spawn(_worker_args("throughput", lib, algo, env, steps, threads))
             rates[lib].append(res["steps_per_s"])
             print(f"round {r + 1}/{rounds} {lib:6s} {res['steps_per_s']:8.0f} steps/s", flush=True)
     ours, ref = statistics.median(rates["rl-ig"]), statistics.median(rates["sb3"])
