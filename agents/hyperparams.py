@@ -172,14 +172,21 @@ def merge_hyperparameters(
     base: Mapping[str, Any],
     overrides: Mapping[str, Any],
     aliases: Mapping[str, str] | None = None,
+    conventions: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``overrides`` over ``base``, both with aliases resolved, so ``max_kl`` replaces
-    ``target_kl`` instead of clashing with it."""
+    """``overrides`` over ``base``, both with aliases resolved.
+
+    ``conventions`` pairs names that set one quantity in two libraries' conventions
+    (``{"target_kl": "max_kl"}``): an override under either name replaces both in ``base``.
+    """
     aliases = aliases or {}
-    return {
-        **canonical_names(_zoo_conventions(base), aliases),
-        **canonical_names(_zoo_conventions(overrides), aliases),
-    }
+    merged = canonical_names(_zoo_conventions(base), aliases)
+    extra = canonical_names(_zoo_conventions(overrides), aliases)
+    for theirs, ours in (conventions or {}).items():
+        if theirs in extra or ours in extra:
+            merged.pop(theirs, None)
+            merged.pop(ours, None)
+    return {**merged, **extra}
 
 
 # -- run-level settings ----------------------------------------------------------------------

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
+import gymnasium as gym
 import torch
 from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
@@ -28,6 +29,19 @@ from agents.common.networks import PolicyConfig
 from agents.common.rollout import Batch
 from agents.common.updates import critic_epochs, explained_variance, normalize
 from rl_ig.fisher import PolicyFisher, conjugate_gradient, detach_distribution
+
+SB3_CG_DAMPING = 0.1  # sb3-contrib's default, per action dimension
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def kl_dimensions(action_space: gym.Space) -> int:
+    """How many KL terms sb3-contrib averages per state: the dimensions of a Box action."""
+    if isinstance(action_space, gym.spaces.Box):
+        return int(math.prod(action_space.shape))
+    return 1
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -39,7 +53,8 @@ class TRPOConfig:
         batch_size: critic minibatch size.
         gamma: discount.
         gae_lambda: GAE λ.
-        max_kl: trust-region radius on the mean KL [``target_kl``].
+        max_kl: trust-region radius on the mean over states of the per-state KL (sb3-contrib's
+            ``target_kl`` is per action dimension; see ``TRPO.resolve_hyperparameters``).
         cg_iters: conjugate-gradient iterations [``cg_max_steps``].
         cg_damping: Tikhonov damping λ of the Fisher in the CG solve.
         cg_tol: CG stops when the squared residual norm falls to this.
@@ -102,12 +117,39 @@ class TRPO(OnPolicyAgent):
     algo: ClassVar[str] = "trpo"
     config_class: ClassVar[type] = TRPOConfig
     aliases: ClassVar[dict[str, str]] = {
-        "target_kl": "max_kl",
         "cg_max_steps": "cg_iters",
         "line_search_shrinking_factor": "line_search_shrink",
         "policy_kwargs": "policy",
     }
+    conventions: ClassVar[dict[str, str]] = {"target_kl": "max_kl"}
     config: TRPOConfig
+
+    @classmethod
+    def resolve_hyperparameters(cls, hp: dict[str, Any], action_space: gym.Space) -> dict[str, Any]:
+        """Read a set that names ``target_kl`` in sb3-contrib's convention.
+
+        sb3-contrib averages a diagonal Gaussian's KL over its ``d`` action dimensions, so its
+        ``target_kl`` and ``cg_damping`` (default 0.1) are per dimension: the same trust region
+        and the same damped Fisher are ``max_kl = d·target_kl`` and ``cg_damping = d·cg_damping``
+        here, where KL is per state (summed over action dimensions, as in the TRPO paper). The
+        resulting steps are identical. A set that names ``max_kl`` is read as rl-ig's own.
+
+        Raises:
+            ValueError: if both ``target_kl`` and ``max_kl`` are given.
+        """
+        hp = dict(hp)
+        if "target_kl" not in hp:
+            return hp
+        if "max_kl" in hp:
+            raise ValueError(
+                "give max_kl (rl-ig's per-state KL) or target_kl (sb3-contrib's KL per action "
+                "dimension), not both"
+            )
+        d = kl_dimensions(action_space)
+        target, damping = hp.pop("target_kl"), hp.get("cg_damping", SB3_CG_DAMPING)
+        hp["max_kl"] = target * d if _is_number(target) else target
+        hp["cg_damping"] = damping * d if _is_number(damping) else damping
+        return hp
 
     def _setup(self) -> None:
         self.fisher = PolicyFisher(self.actor)

@@ -5,7 +5,7 @@
 :mod:`envs.normalization` save its statistics as plain tensors and switch it to evaluation.
 """
 
-from envs.factory import VEC_ENV_KINDS, VecEnvConfig, build_vec_env, make_vec_env
+from envs.factory import VEC_ENV_KINDS, VecEnvConfig, action_space, build_vec_env, make_vec_env
 from envs.normalization import (
     NormalizationState,
     find_vec_normalize,
@@ -20,6 +20,7 @@ __all__ = [
     "VEC_ENV_KINDS",
     "NormalizationState",
     "VecEnvConfig",
+    "action_space",
     "build_vec_env",
     "find_vec_normalize",
     "load_normalization_state",

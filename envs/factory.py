@@ -272,3 +272,12 @@ def make_vec_env(
         env_kwargs={} if env_kwargs is None else env_kwargs,
     )
     return build_vec_env(config)
+
+
+def action_space(name: str) -> gymnasium.Space:
+    """The action space of environment ``name``, read from one throwaway instance."""
+    env = gymnasium.make(resolve_env_id(name), disable_env_checker=True)
+    try:
+        return env.action_space
+    finally:
+        env.close()

@@ -35,7 +35,7 @@ def zoo_settings(algo: str, env: str) -> tuple[str, dict[str, Any], dict[str, An
 
 def _sb3_kwargs(hp: dict[str, Any]) -> dict[str, Any]:
     # rl-ig names back to sb3-contrib's.
-    names = {"max_kl": "target_kl", "cg_iters": "cg_max_steps"}
+    names = {"cg_iters": "cg_max_steps"}
     return {names.get(k, k): v for k, v in hp.items()}
 
 

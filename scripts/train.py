@@ -184,8 +184,11 @@ def setup(args: argparse.Namespace) -> TrainingRun:
     cls = algo_class(args.algo)
     env_id = envs.resolve_env_id(args.env)
     overrides = parse_overrides(args.hp)
-    hp = merge_hyperparameters(default_hyperparameters(args.algo, env_id), overrides, cls.aliases)
+    hp = merge_hyperparameters(
+        default_hyperparameters(args.algo, env_id), overrides, cls.aliases, cls.conventions
+    )
     run, agent_hp = split_hyperparameters(hp)
+    agent_hp = cls.resolve_hyperparameters(agent_hp, envs.action_space(env_id))
     if args.n_envs is not None:
         run = dataclasses.replace(run, n_envs=args.n_envs)
     config = build_config(cls.config_class, agent_hp, aliases=cls.aliases)

@@ -85,6 +85,13 @@ class OnPolicyAgent(abc.ABC):
     algo: ClassVar[str]
     config_class: ClassVar[type]
     aliases: ClassVar[dict[str, str]] = {}
+    # Names that set the same quantity in another library's convention: {theirs: ours}.
+    conventions: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def resolve_hyperparameters(cls, hp: dict[str, Any], action_space: gym.Space) -> dict[str, Any]:
+        """Translate names given in another library's convention into this agent's own."""
+        return dict(hp)
 
     def __init__(
         self,
@@ -94,10 +101,11 @@ class OnPolicyAgent(abc.ABC):
         device: str = "cpu",
         **hyperparameters: Any,
     ):
-        self.config = build_config(self.config_class, hyperparameters, aliases=self.aliases)
         self.device = _check_seed_and_device(seed, device)
         self.seed = seed
         self.env = as_vec_env(env, seed)
+        hp = self.resolve_hyperparameters(hyperparameters, self.env.action_space)
+        self.config = build_config(self.config_class, hp, aliases=self.aliases)
         self.env.seed(seed)
         self.env.action_space.seed(seed)
         obs_space, act_space = self.env.observation_space, self.env.action_space

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import pytest
 import yaml
 
@@ -109,11 +110,22 @@ def test_returned_dicts_are_fresh_copies() -> None:
 
 
 def test_zoo_names_map_to_trpo_fields() -> None:
+    # HalfCheetah's 6 action dimensions: sb3-contrib's per-dimension KL radius and damping
+    # become rl-ig's per-state ones, 6x larger.
     _, agent_hp = split_hyperparameters(default_hyperparameters("trpo", "HalfCheetah"))
+    agent_hp = TRPO.resolve_hyperparameters(agent_hp, gym.spaces.Box(-1.0, 1.0, (6,)))
     config = build_config(TRPOConfig, agent_hp, aliases=TRPO.aliases)
 
-    assert (config.max_kl, config.cg_iters, config.n_steps) == (0.04, 25, 1024)
-    assert (config.n_critic_updates, config.learning_rate, config.cg_damping) == (20, 1e-3, 0.1)
+    assert (config.max_kl, config.cg_iters, config.n_steps) == (pytest.approx(0.24), 25, 1024)
+    assert (config.n_critic_updates, config.learning_rate) == (20, 1e-3)
+    assert config.cg_damping == pytest.approx(0.6)
+
+
+def test_zoo_convention_is_identity_for_discrete_actions() -> None:
+    hp = TRPO.resolve_hyperparameters({"target_kl": 0.01}, gym.spaces.Discrete(3))
+    assert hp == {"max_kl": 0.01, "cg_damping": 0.1}
+    with pytest.raises(ValueError, match="give max_kl .* or target_kl .*, not both"):
+        TRPO.resolve_hyperparameters({"target_kl": 0.01, "max_kl": 0.1}, gym.spaces.Discrete(3))
 
 
 # -- lookup in other files ---------------------------------------------------------------------
@@ -199,19 +211,20 @@ def test_override_with_invalid_yaml_names_the_key() -> None:
         parse_overrides(["policy_kwargs={pi: [32"])
 
 
-def test_an_override_replaces_the_zoo_alias_it_stands_for() -> None:
+def test_an_override_replaces_the_zoo_name_it_stands_for() -> None:
     merged = merge_hyperparameters(
         {"target_kl": 0.04, "cg_max_steps": 25, "n_envs": 2},
         parse_overrides(["max_kl=0.02"]),
         aliases=TRPO.aliases,
+        conventions=TRPO.conventions,
     )
 
     assert merged == {"max_kl": 0.02, "cg_iters": 25, "n_envs": 2}
 
 
 def test_a_field_given_under_two_names_is_an_error() -> None:
-    with pytest.raises(ValueError, match=r"max_kl is given twice \(as 'target_kl' and 'max_kl'\)"):
-        canonical_names({"target_kl": 0.04, "max_kl": 0.02}, TRPO.aliases)
+    with pytest.raises(ValueError, match=r"cg_iters is given twice \(as 'cg_max_steps' and"):
+        canonical_names({"cg_max_steps": 4, "cg_iters": 5}, TRPO.aliases)
 
 
 # -- run settings ------------------------------------------------------------------------------
