@@ -9,8 +9,10 @@ compare it with autograd in float64.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -52,6 +54,31 @@ def forward(layers: list[Layer], x: torch.Tensor) -> tuple[torch.Tensor, list[to
         elif layer.activation == "relu":
             h = h.relu_()
     return h, inputs
+
+
+def numpy_forward(layers: list[Layer]) -> Callable[[np.ndarray], np.ndarray]:
+    """``x ↦ net(x)`` in NumPy float32 on a snapshot of the layers' current weights."""
+    weights = [
+        (
+            layer.weight.detach().numpy().T.copy(),
+            layer.bias.detach().numpy().copy(),
+            layer.activation,
+        )
+        for layer in layers
+    ]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        h = x
+        for w, b, activation in weights:
+            h = h @ w
+            h += b
+            if activation == "tanh":
+                np.tanh(h, out=h)
+            elif activation == "relu":
+                np.maximum(h, 0.0, out=h)
+        return h
+
+    return run
 
 
 def backward(

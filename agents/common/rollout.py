@@ -38,11 +38,15 @@ class RolloutBuffer:
 
     def __init__(self, n_steps: int, n_envs: int, obs_dim: int, action_space: gym.Space):
         t, e = n_steps, n_envs
-        self.obs = torch.zeros(t, e, obs_dim)
+        # NumPy arrays written per step (a NumPy assignment costs a fraction of a torch call),
+        # and torch views of the same memory for the update.
+        self.obs_np = np.zeros((t, e, obs_dim), dtype=np.float32)
         if isinstance(action_space, gym.spaces.Discrete):
-            self.actions = torch.zeros(t, e, dtype=torch.long)
+            self.actions_np = np.zeros((t, e), dtype=np.int64)
         else:
-            self.actions = torch.zeros(t, e, int(np.prod(action_space.shape)))
+            self.actions_np = np.zeros((t, e, int(np.prod(action_space.shape))), dtype=np.float32)
+        self.obs = torch.from_numpy(self.obs_np)
+        self.actions = torch.from_numpy(self.actions_np)
         self.rewards = np.zeros((t, e), dtype=np.float32)
         self.terminated = np.zeros((t, e), dtype=bool)
         self.truncated = np.zeros((t, e), dtype=bool)
@@ -91,21 +95,34 @@ class RolloutCollector:
         buf = self.buffer
         buf.reset()
         noise = actor.noise((self.n_steps, self.n_envs), generator)
+        act = self._sampler(actor, noise)
         obs = self._obs
         for t in range(self.n_steps):
-            obs_t = buf.obs[t]
-            obs_t.copy_(torch.from_numpy(obs))
-            action = actor.act(obs_t.to(self.device), noise[t].to(self.device))
-            buf.actions[t] = action
-            action_np = action.cpu().numpy()
+            buf.obs_np[t] = obs
+            action = buf.actions_np[t]
+            action[...] = act(t, buf.obs_np[t])
             if self._clip is not None:
-                action_np = np.clip(action_np, *self._clip)
-            obs, rewards, dones, infos = self.env.step(action_np)
+                action = np.minimum(np.maximum(action, self._clip[0]), self._clip[1])
+            obs, rewards, dones, infos = self.env.step(action)
             buf.rewards[t] = rewards
             if dones.any():
                 self._record_episode_ends(t, dones, infos)
         buf.last_obs.copy_(torch.from_numpy(obs))
         self._obs = obs
+
+    def _sampler(self, actor: Actor, noise: torch.Tensor):  # type: ignore[no-untyped-def]
+        """``(t, obs) ↦ actions`` for this rollout: NumPy on the CPU, torch elsewhere."""
+        if self.device.type == "cpu":
+            sample = actor.numpy_sampler()
+            if sample is not None:
+                noise_np = noise.numpy()
+                return lambda t, obs: sample(obs, noise_np[t])
+        dev = self.device
+
+        def torch_act(t: int, obs: np.ndarray) -> np.ndarray:
+            return actor.act(torch.from_numpy(obs).to(dev), noise[t].to(dev)).cpu().numpy()
+
+        return torch_act
 
     def _record_episode_ends(self, t: int, dones: np.ndarray, infos: list[dict]) -> None:
         buf = self.buffer

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -72,3 +73,40 @@ def test_actor_act_equals_distribution_mean(activation: str) -> None:
     torch.testing.assert_close(
         actor.act(obs, noise), dist.mean + dist.stddev * noise, rtol=1e-6, atol=1e-7
     )
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_numpy_samplers_equal_torch_act(activation: str) -> None:
+    import gymnasium as gym
+
+    from agents.common.networks import make_actor
+
+    torch.manual_seed(3)
+    obs_space = gym.spaces.Box(-5.0, 5.0, (4,))
+    gen = torch.Generator().manual_seed(0)
+    obs = torch.randn(64, 4)
+    config = PolicyConfig(activation=activation, log_std_init=-0.3)
+    gaussian = make_actor(obs_space, gym.spaces.Box(-1.0, 1.0, (3,)), config)
+    noise = gaussian.noise((64,), gen)
+    sample = gaussian.numpy_sampler()
+    np_actions = sample(obs.numpy(), noise.numpy())
+    torch.testing.assert_close(
+        torch.from_numpy(np_actions), gaussian.act(obs, noise), rtol=1e-5, atol=1e-6
+    )
+    categorical = make_actor(obs_space, gym.spaces.Discrete(5), config)
+    uniform = categorical.noise((64,), gen)
+    np_choice = categorical.numpy_sampler()(obs.numpy(), uniform.numpy())
+    assert np.array_equal(np_choice, categorical.act(obs, uniform).numpy())
+
+
+def test_numpy_sampler_falls_back_for_other_layers() -> None:
+    import gymnasium as gym
+
+    from agents.common.networks import make_actor
+
+    actor = make_actor(
+        gym.spaces.Box(-1.0, 1.0, (2,)),
+        gym.spaces.Box(-1.0, 1.0, (1,)),
+        PolicyConfig(activation="elu"),
+    )
+    assert actor.numpy_sampler() is None
