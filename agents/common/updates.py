@@ -44,8 +44,11 @@ def critic_epochs(
     step = _mse_step(critic)
     for _ in range(epochs):
         order = torch.randperm(n, generator=generator).to(batch.returns.device)
-        for idx in order.split(batch_size):
-            total += step(batch.obs[idx], batch.returns[idx])
+        # One gather per epoch; the minibatches are then contiguous slices of it.
+        obs, returns = batch.obs[order], batch.returns[order]
+        for start in range(0, n, batch_size):
+            end = start + batch_size
+            total += step(obs[start:end], returns[start:end])
             optimizer.step()
             count += 1
     return {"train/value_loss": (total / count).item()}
