@@ -10,8 +10,9 @@ apply it to a vector are implemented:
 * **Double back-propagation** (``KLHessianOperator``): the gradient of ``(∇KL)ᵀv``, for any
   family with a registered KL.
 
-Measured on the HalfCheetah policy (17-64-64-6 tanh MLP, 2,048 states, float32, one thread):
-Gauss-Newton 0.53 ms per product against 0.95 ms for double back-propagation, so Gauss-Newton
+Measured on the HalfCheetah policy (17-64-64-6 tanh MLP, 2,048 states, float32, one thread,
+2-core AMD EPYC VM, 2026-11-23): Gauss-Newton 2.3 ms per product against 4.2 ms for double
+back-propagation (5.7 against 9.4 ms with the other core busy), so Gauss-Newton
 takes the fast path (``python scripts/benchmark.py --fvp`` reproduces the figures).
 """
 
