@@ -232,50 +232,41 @@ def test_lean_running_moments_are_sb3s_bit_for_bit() -> None:
     assert ref.count == lean.count
 
 
-def test_in_process_vec_env_matches_sb3_dummy_vec_env() -> None:
-    from stable_baselines3.common.vec_env import DummyVecEnv as SB3DummyVecEnv
+def _pendulum() -> gymnasium.Env:
+    return gymnasium.make("Pendulum-v1")
 
-    from envs.factory import InProcessVecEnv
 
-    def thunk():
-        return gymnasium.make("Pendulum-v1")
-
-    ours, ref = InProcessVecEnv([thunk, thunk]), SB3DummyVecEnv([thunk, thunk])
-    ours.seed(5)
-    ref.seed(5)
+def _assert_same_trajectories(ours: VecEnv, ref: VecEnv, seed: int) -> None:
+    """Same seed, same actions: identical observations, rewards, dones, infos and dtypes."""
+    ours.seed(seed)
+    ref.seed(seed)
     assert np.array_equal(ours.reset(), ref.reset())
-    actions = np.random.default_rng(0).uniform(-2, 2, size=(450, 2, 1)).astype(np.float32)
+    actions = np.random.default_rng(seed).uniform(-2, 2, size=(450, 2, 1)).astype(np.float32)
     for a in actions:
         o1, r1, d1, i1 = ours.step(a)
         o2, r2, d2, i2 = ref.step(a)
-        assert np.array_equal(o1, o2) and np.array_equal(r1, r2) and np.array_equal(d1, d2)
+        assert o1.dtype == o2.dtype and np.array_equal(o1, o2)
+        assert r1.dtype == r2.dtype and np.array_equal(r1, r2)
+        assert np.array_equal(d1, d2)
         for x, y in zip(i1, i2):
             assert x.keys() == y.keys()
             if "terminal_observation" in x:
                 assert np.array_equal(x["terminal_observation"], y["terminal_observation"])
 
 
-def test_lean_vec_normalize_matches_sb3_bit_for_bit() -> None:
-    from stable_baselines3.common.vec_env import DummyVecEnv as SB3DummyVecEnv
+def test_in_process_vec_env_matches_sb3_dummy_vec_env() -> None:
+    from envs.factory import InProcessVecEnv
 
+    ours = InProcessVecEnv([_pendulum, _pendulum])
+    _assert_same_trajectories(ours, DummyVecEnv([_pendulum, _pendulum]), seed=5)
+
+
+def test_lean_vec_normalize_matches_sb3_bit_for_bit() -> None:
     from envs.factory import LeanVecNormalize
 
-    def thunk():
-        return gymnasium.make("Pendulum-v1")
-
     kw = dict(norm_obs=True, norm_reward=True, gamma=0.9, clip_obs=1.5, clip_reward=2.0)
-    lean = LeanVecNormalize(SB3DummyVecEnv([thunk, thunk]), **kw)
-    ref = VecNormalize(SB3DummyVecEnv([thunk, thunk]), **kw)
-    lean.seed(3)
-    ref.seed(3)
-    assert np.array_equal(lean.reset(), ref.reset())
-    actions = np.random.default_rng(1).uniform(-2, 2, size=(450, 2, 1)).astype(np.float32)
-    for a in actions:
-        o1, r1, d1, i1 = lean.step(a)
-        o2, r2, d2, i2 = ref.step(a)
-        assert o1.dtype == o2.dtype and np.array_equal(o1, o2)
-        assert r1.dtype == r2.dtype and np.array_equal(r1, r2)
-        for x, y in zip(i1, i2):
-            if "terminal_observation" in x:
-                assert np.array_equal(x["terminal_observation"], y["terminal_observation"])
+    lean = LeanVecNormalize(DummyVecEnv([_pendulum, _pendulum]), **kw)
+    ref = VecNormalize(DummyVecEnv([_pendulum, _pendulum]), **kw)
+    _assert_same_trajectories(lean, ref, seed=3)
     assert np.array_equal(lean.obs_rms.var, ref.obs_rms.var)
+    assert np.array_equal(lean.ret_rms.var, ref.ret_rms.var)
