@@ -204,8 +204,8 @@ def summarize(out_dir: Path, algo: str, env: str) -> None:
     lines = [
         f"{algo.upper()} {env}: final evaluation (10 deterministic episodes per seed)",
         "",
-        "| library | final return, mean ± sd over seeds | per seed | steps/s |",
-        "|---|---|---|---|",
+        "| library | final return, mean ± sd over seeds | per seed |",
+        "|---|---|---|",
     ]
     for lib, colour in (("rl-ig", "tab:blue"), ("sb3", "tab:orange")):
         runs = [
@@ -214,11 +214,10 @@ def summarize(out_dir: Path, algo: str, env: str) -> None:
         if not runs:
             continue
         finals = [statistics.fmean(r["eval"]) for r in runs]
-        rates = [r["steps_per_s"] for r in runs]
         name = "rl-ig" if lib == "rl-ig" else REFERENCE[algo]
         lines.append(
             f"| {name} | {statistics.fmean(finals):.0f} ± {statistics.pstdev(finals):.0f} "
-            f"| {', '.join(str(round(f)) for f in finals)} | {statistics.fmean(rates):.0f} |"
+            f"| {', '.join(str(round(f)) for f in finals)} |"
         )
         grid = np.linspace(0, max(r["steps"] for r in runs), 101)
         ys = np.array(
