@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -63,6 +64,10 @@ def build(lib: str, algo: str, env: str, seed: int, threads: int):
     from stable_baselines3.common.vec_env import VecNormalize
 
     torch.set_num_threads(threads)
+    if os.environ.get("RL_IG_BENCH_REFERENCE_HEAP"):
+        from agents.common.runtime import retain_heap
+
+        retain_heap()  # give the reference rl-ig's allocator setting too
     venv = make_vec_env(env_id, n_envs=run["n_envs"], seed=seed)
     if run["normalize_obs"] or run["normalize_reward"]:
         venv = VecNormalize(
@@ -318,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=float, default=20480)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--reference-heap",
+        action="store_true",
+        help="also retain the heap in the reference's processes (rl-ig's configure_runtime)",
+    )
     p.add_argument("--returns", action="store_true", help="train to --steps and evaluate")
     p.add_argument("--fvp", action="store_true", help="time the two Fisher-vector products")
     p.add_argument("--seeds", type=int, default=3)
@@ -328,6 +338,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--worker", choices=["throughput", "returns"], help=argparse.SUPPRESS)
     p.add_argument("--lib", choices=["rl-ig", "sb3"], help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.reference_heap:
+        os.environ["RL_IG_BENCH_REFERENCE_HEAP"] = "1"  # inherited by the worker processes
     if a.worker == "throughput":
         print(json.dumps(throughput_worker(a.lib, a.algo, a.env, int(a.steps), a.threads)))
         return 0
