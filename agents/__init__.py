@@ -1,9 +1,24 @@
 """On-policy agents on one rollout/GAE/policy stack and the shared policy-Fisher module."""
 
+from agents.a2c import A2C, A2CConfig
 from agents.common.agent import OnPolicyAgent
 from agents.common.checkpoint import CheckpointError
+from agents.npg import NPG, NPGConfig
+from agents.ppo import PPO, PPOConfig
 from agents.trpo import TRPO, TRPOConfig
 
-ALGOS: dict[str, type[OnPolicyAgent]] = {"trpo": TRPO}
+ALGOS: dict[str, type[OnPolicyAgent]] = {"trpo": TRPO, "npg": NPG, "ppo": PPO, "a2c": A2C}
 
-__all__ = ["ALGOS", "TRPO", "CheckpointError", "OnPolicyAgent", "TRPOConfig"]
+__all__ = [
+    "A2C",
+    "ALGOS",
+    "NPG",
+    "PPO",
+    "TRPO",
+    "A2CConfig",
+    "CheckpointError",
+    "NPGConfig",
+    "OnPolicyAgent",
+    "PPOConfig",
+    "TRPOConfig",
+]

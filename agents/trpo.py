@@ -25,7 +25,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from agents.common.agent import OnPolicyAgent
 from agents.common.config import check_positive_int, check_range
-from agents.common.networks import PolicyConfig
+from agents.common.networks import PolicyConfig, policy_std
 from agents.common.rollout import Batch
 from agents.common.updates import critic_epochs, explained_variance, normalize
 from rl_ig.fisher import PolicyFisher, conjugate_gradient, detach_distribution
@@ -206,6 +206,7 @@ class TRPO(OnPolicyAgent):
         )
         # The accepted step is coef·β·s, so its Fisher norm is exact without another product.
         result["train/fisher_norm"] = result["train/step_scale"] * (beta * s_f_s.sqrt()).item()
+        result["train/step_norm"] = result["train/step_scale"] * full_step.norm().item()
         result.update(
             {
                 "train/policy_objective": surrogate.item(),
@@ -213,7 +214,7 @@ class TRPO(OnPolicyAgent):
                 "train/max_step_fisher_norm": (beta * s_f_s.sqrt()).item(),
                 "train/step_size": beta.item(),
                 "train/entropy": dist.entropy().mean().item(),
-                "train/std": self._std(),
+                "train/std": policy_std(self.actor),
                 "train/full_step_norm": full_step.norm().item(),
             }
         )
@@ -271,6 +272,7 @@ class TRPO(OnPolicyAgent):
             gain -= surrogate_old
             if kl <= cfg.max_kl and gain > 0.0:
                 return {
+                    "train/kl": kl,
                     "train/kl_divergence_loss": kl,
                     "train/is_line_search_success": 1.0,
                     "train/backtracks": float(backtracks),
@@ -280,13 +282,10 @@ class TRPO(OnPolicyAgent):
             coef *= cfg.line_search_shrink
         vector_to_parameters(theta_old, params)
         return {
+            "train/kl": 0.0,
             "train/kl_divergence_loss": 0.0,
             "train/is_line_search_success": 0.0,
             "train/backtracks": float(cfg.line_search_max_iter),
             "train/surrogate_gain": 0.0,
             "train/step_scale": 0.0,
         }
-
-    def _std(self) -> float:
-        log_std = getattr(self.actor, "log_std", None)
-        return float(log_std.detach().exp().mean()) if log_std is not None else float("nan")

@@ -21,7 +21,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-REFERENCE = {"trpo": "sb3-contrib TRPO"}
+REFERENCE = {
+    "trpo": "sb3-contrib TRPO",
+    "npg": "sb3-contrib TRPO",
+    "ppo": "SB3 PPO",
+    "a2c": "SB3 A2C",
+    "acktr": "SB3 A2C",
+}
+"""What each rl-ig agent is measured against. NPG has no SB3 counterpart; TRPO is its nearest.
+ACKTR's reference is SB3 A2C (SB3 has no ACKTR) with ACKTR's ``n_envs`` and ``n_steps``."""
+
+
+LIBS = ("rl-ig", "sb3")
 
 
 def zoo_settings(algo: str, env: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -34,10 +45,44 @@ def zoo_settings(algo: str, env: str) -> tuple[str, dict[str, Any], dict[str, An
     return env_id, run.__dict__, hp
 
 
-def _sb3_kwargs(hp: dict[str, Any]) -> dict[str, Any]:
-    # rl-ig names back to sb3-contrib's.
+def _sb3_schedule(value: Any) -> Any:
+    """rl-zoo's ``lin_X`` as SB3's callable of the remaining progress."""
+    if isinstance(value, str) and value.startswith("lin_"):
+        start = float(value[4:])
+        return lambda progress: progress * start
+    return value
+
+
+def _sb3_policy_kwargs(policy: dict[str, Any]) -> dict[str, Any]:
+    """rl-zoo's parsed ``policy_kwargs`` with the activation name turned into the class."""
+    from torch import nn
+
+    kw = dict(policy)
+    if "activation_fn" in kw:
+        kw["activation_fn"] = getattr(nn, str(kw["activation_fn"]).split(".")[-1])
+    return kw
+
+
+def _sb3_kwargs(algo: str, env: str, hp: dict[str, Any]) -> dict[str, Any]:
+    """The reference's keyword arguments for the same settings (zoo names are SB3's)."""
+    if algo == "acktr":
+        # SB3 A2C at ACKTR's rollout size: the A2C settings with ACKTR's n_steps.
+        hp = {**zoo_settings("a2c", env)[2], "n_steps": hp.get("n_steps", 5)}
     names = {"cg_iters": "cg_max_steps"}
-    return {names.get(k, k): v for k, v in hp.items()}
+    out = {names.get(k, k): _sb3_schedule(v) for k, v in hp.items()}
+    if "policy_kwargs" in out:
+        out["policy_kwargs"] = _sb3_policy_kwargs(out["policy_kwargs"])
+    return out
+
+
+def _sb3_class(algo: str) -> type:
+    if algo in ("trpo", "npg"):
+        from sb3_contrib import TRPO
+
+        return TRPO
+    from stable_baselines3 import A2C, PPO
+
+    return PPO if algo == "ppo" else A2C
 
 
 def build(lib: str, algo: str, env: str, seed: int, threads: int):
@@ -59,7 +104,6 @@ def build(lib: str, algo: str, env: str, seed: int, threads: int):
         )
         return ALGOS[algo](venv, seed=seed, **hp), run
     import torch
-    from sb3_contrib import TRPO
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
@@ -76,7 +120,10 @@ def build(lib: str, algo: str, env: str, seed: int, threads: int):
             norm_reward=run["normalize_reward"],
             gamma=hp.get("gamma", 0.99),
         )
-    return TRPO("MlpPolicy", venv, seed=seed, device="cpu", **_sb3_kwargs(hp)), run
+    model = _sb3_class(algo)(
+        "MlpPolicy", venv, seed=seed, device="cpu", **_sb3_kwargs(algo, env, hp)
+    )
+    return model, run
 
 
 def throughput_worker(lib: str, algo: str, env: str, steps: int, threads: int) -> dict:
@@ -160,13 +207,20 @@ def returns_worker(
 
 
 def returns(
-    algo: str, env: str, steps: int, seeds: int, jobs: int, threads: int, out_dir: Path
+    algo: str,
+    env: str,
+    steps: int,
+    seeds: int,
+    jobs: int,
+    threads: int,
+    out_dir: Path,
+    libs: tuple[str, ...] = LIBS,
 ) -> None:
     """Every (library, seed) run, ``jobs`` at a time; finished runs are kept (resumable)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     pending = []
     for seed in range(seeds):
-        for lib in ("rl-ig", "sb3"):
+        for lib in libs:
             path = out_dir / f"{lib}-{algo}-{env}-s{seed}.json"
             if not path.exists():
                 pending.append((lib, seed, path))
@@ -334,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2, help="runs in parallel for --returns")
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.add_argument("--summarize", action="store_true", help="redraw the --returns summary")
+    p.add_argument(
+        "--libs", default=",".join(LIBS), help="for --returns: rl-ig, sb3 or both (rl-ig,sb3)"
+    )
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--worker", choices=["throughput", "returns"], help=argparse.SUPPRESS)
     p.add_argument("--lib", choices=["rl-ig", "sb3"], help=argparse.SUPPRESS)
@@ -353,7 +410,10 @@ def main(argv: list[str] | None = None) -> int:
         fvp_timing(a.rounds * 3, a.threads)
         return 0
     if a.returns:
-        returns(a.algo, a.env, int(a.steps), a.seeds, a.jobs, a.threads, a.out)
+        libs = tuple(x.strip() for x in a.libs.split(","))
+        if not libs or any(x not in LIBS for x in libs):
+            p.error(f"--libs takes rl-ig, sb3 or rl-ig,sb3, got {a.libs!r}")
+        returns(a.algo, a.env, int(a.steps), a.seeds, a.jobs, a.threads, a.out, libs)
         return 0
     throughput(a.algo, a.env, int(a.steps), a.rounds, a.threads)
     return 0

@@ -120,6 +120,9 @@ class OnPolicyAgent(abc.ABC):
         self.collector = RolloutCollector(self.env, self.config.n_steps, self.device)
         self.num_timesteps = 0
         self.n_updates = 0
+        # 1 at the start of learn(), 0 at its end: what rl-zoo's "lin_X" schedules decay with.
+        self.progress_remaining = 1.0
+        self._learn_target = 0
         self._setup()
 
     # -- what a subclass provides ------------------------------------------------------------
@@ -159,6 +162,7 @@ class OnPolicyAgent(abc.ABC):
         if reset_num_timesteps:
             self.num_timesteps = 0
         target = self.num_timesteps + total_timesteps
+        self._learn_target = target
         while self.num_timesteps < target:
             info = self.train_iteration()
             if callback is not None and callback(self, info) is False:
@@ -172,8 +176,10 @@ class OnPolicyAgent(abc.ABC):
         collected = time.perf_counter()
         batch = self.collector.batch(self.critic, self.config.gamma, self.config.gae_lambda)
         batch = _to_device(batch, self.device)
-        info = self.update(batch)
         self.num_timesteps += self.config.n_steps * self.env.num_envs
+        if self._learn_target > 0:
+            self.progress_remaining = max(0.0, 1.0 - self.num_timesteps / self._learn_target)
+        info = self.update(batch)
         self.n_updates += 1
         end = time.perf_counter()
         info["time/rollout_s"] = collected - start

@@ -58,8 +58,15 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(annotation) if a is not type(None)]
         if value is None:
-            return None
-        return _coerce(name, value, options[0])
+            if len(options) < len(typing.get_args(annotation)):
+                return None
+            raise TypeError(f"{name} must not be null")
+        for option in options[:-1]:
+            try:
+                return _coerce(name, value, option)
+            except TypeError:
+                continue
+        return _coerce(name, value, options[-1])
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise TypeError(f"{name} must be a list, got {value!r}")

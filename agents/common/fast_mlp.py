@@ -106,7 +106,8 @@ def backward(
         if layers[i - 1].activation == "tanh":
             delta = delta.addcmul_(delta, h * h, value=-1.0)
         elif layers[i - 1].activation == "relu":
-            delta = delta.mul_(h > 0)
+            # ReLU's own backward kernel: delta where h > 0, else 0, with no mask tensor.
+            delta = torch.ops.aten.threshold_backward(delta, h, 0.0)
     grads.reverse()
     return grads
 

@@ -184,6 +184,12 @@ class CategoricalActor(_FastMean):
 Actor = GaussianActor | CategoricalActor
 
 
+def policy_std(actor: Actor) -> float:
+    """The mean standard deviation of a Gaussian actor; NaN for other heads."""
+    log_std = getattr(actor, "log_std", None)
+    return float(log_std.detach().exp().mean()) if log_std is not None else float("nan")
+
+
 class Critic(nn.Module):
     """State-value function ``V_φ(s)``."""
 

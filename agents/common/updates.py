@@ -6,10 +6,13 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.distributions import Distribution
+from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 from agents.common import fast_mlp
 from agents.common.networks import Critic
 from agents.common.rollout import Batch
+from rl_ig.fisher import PolicyFisher
 
 
 def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -79,3 +82,32 @@ def _mse_step(critic: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch
         return loss
 
     return fast_step
+
+
+@torch.no_grad()
+def _swap_in(params: list[torch.Tensor], theta: torch.Tensor) -> torch.Tensor:
+    current = parameters_to_vector(params).clone()
+    vector_to_parameters(theta, params)
+    return current
+
+
+def step_geometry(
+    fisher: PolicyFisher, obs: torch.Tensor, old_dist: Distribution, theta_old: torch.Tensor
+) -> dict[str, float]:
+    """The exact size of the step from ``theta_old`` to the policy's current parameters.
+
+    Returns:
+        ``train/kl``: mean over ``obs`` of KL(π_old || π_new);
+        ``train/fisher_norm``: ``sqrt(Δᵀ F(θ_old) Δ)``, the step's length in the Fisher metric;
+        ``train/step_norm``: its Euclidean length ``‖Δ‖``.
+    """
+    params = fisher.params
+    with torch.no_grad():
+        kl = fisher.kl(obs, old_dist).item()
+    theta_new = _swap_in(params, theta_old)
+    try:
+        delta = theta_new - theta_old
+        norm = fisher.fisher_norm(obs, delta).item()
+    finally:
+        _swap_in(params, theta_new)
+    return {"train/kl": kl, "train/fisher_norm": norm, "train/step_norm": delta.norm().item()}

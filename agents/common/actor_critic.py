@@ -1,0 +1,167 @@
+"""The joint actor-critic gradient that PPO and A2C share, and their learning-rate schedules.
+
+Both minimise, on a minibatch of ``B`` transitions (Mnih et al. 2016; Schulman et al. 2017),
+
+    ℓ = ℓ_π(log π(a|s)) − ent_coef · mean H(π(·|s)) + vf_coef · ℓ_V(V(s)),
+
+and differ only in ``ℓ_π`` (a plain or a clipped surrogate) and ``ℓ_V``. Each algorithm gives
+its two losses as functions that also return their derivative with respect to their argument;
+:class:`ActorCriticGradient` carries those derivatives through the heads in closed form and
+through the networks, by the hand-written backward pass of :mod:`fast_mlp` for Linear/Tanh/ReLU
+stacks and by autograd otherwise. The gradient is the same either way (tested in float64).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from agents.common import fast_mlp, heads
+from agents.common.networks import Actor, Critic, GaussianActor
+
+LossAndGrad = tuple[torch.Tensor, torch.Tensor]
+"""A scalar loss and its derivative with respect to the loss's ``(B,)`` argument."""
+
+
+@dataclass(frozen=True)
+class MinibatchLosses:
+    """The terms of the actor-critic loss on one minibatch (detached scalars)."""
+
+    policy: torch.Tensor
+    value: torch.Tensor
+    entropy: torch.Tensor
+    log_prob: torch.Tensor
+
+
+class ActorCriticGradient:
+    """Writes ``∇ℓ`` into the ``.grad`` of every actor and critic parameter.
+
+    Args:
+        actor: the policy; its ``net`` output parameterises the head.
+        critic: the value function.
+    """
+
+    def __init__(self, actor: Actor, critic: Critic):
+        self.actor, self.critic = actor, critic
+        self._actor_layers = fast_mlp.as_layers(actor.net)
+        self._critic_layers = fast_mlp.as_layers(critic.net)
+        self.parameters = [*actor.parameters(), *critic.parameters()]
+
+    def __call__(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        policy_loss: Callable[[torch.Tensor], LossAndGrad],
+        value_loss: Callable[[torch.Tensor], LossAndGrad],
+        ent_coef: float,
+        vf_coef: float,
+    ) -> MinibatchLosses:
+        """Evaluate ``ℓ`` on ``obs: (B, obs_dim)``, ``actions`` and fill the gradients."""
+        out, backward_actor = _forward(self.actor.net, self._actor_layers, obs)
+        outputs = self._head(out, actions)
+        pg_loss, d_log_prob = policy_loss(outputs.log_prob)
+        n = obs.shape[0]
+        head_grads = self._head_grads(out, actions, d_log_prob, -ent_coef / n)
+        values, backward_critic = _forward(self.critic.net, self._critic_layers, obs)
+        v_loss, d_values = value_loss(values.squeeze(-1))
+        self._assign(backward_actor(head_grads.d_out), self.actor.net)
+        if head_grads.d_log_std is not None:
+            self.actor.log_std.grad = head_grads.d_log_std
+        self._assign(backward_critic((vf_coef * d_values).unsqueeze(-1)), self.critic.net)
+        entropy = outputs.entropy.mean()
+        return MinibatchLosses(pg_loss.detach(), v_loss.detach(), entropy, outputs.log_prob)
+
+    def _head(self, out: torch.Tensor, actions: torch.Tensor) -> heads.HeadOutputs:
+        if isinstance(self.actor, GaussianActor):
+            return heads.gaussian(out, self.actor.log_std.detach(), actions)
+        return heads.categorical(out, actions)
+
+    def _head_grads(
+        self, out: torch.Tensor, actions: torch.Tensor, d_log_prob: torch.Tensor, d_ent: float
+    ) -> heads.HeadGrads:
+        if isinstance(self.actor, GaussianActor):
+            log_std = self.actor.log_std.detach()
+            return heads.gaussian_grads(out, log_std, actions, d_log_prob, d_ent)
+        return heads.categorical_grads(out, actions, d_log_prob, d_ent)
+
+    @staticmethod
+    def _assign(grads: list[torch.Tensor] | None, net: nn.Module) -> None:
+        if grads is None:  # autograd already accumulated into .grad
+            return
+        for p, g in zip(_layer_parameters(net), grads):
+            p.grad = g
+
+
+def _layer_parameters(net: nn.Module) -> list[nn.Parameter]:
+    layers = fast_mlp.as_layers(net)  # type: ignore[arg-type]
+    assert layers is not None
+    return [t for layer in layers for t in (layer.weight, layer.bias)]  # type: ignore[misc]
+
+
+def _forward(
+    net: nn.Sequential, layers: list[fast_mlp.Layer] | None, obs: torch.Tensor
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], list[torch.Tensor] | None]]:
+    """The net's output (detached) and a function back-propagating an output error."""
+    if layers is not None:
+        with torch.no_grad():
+            out, inputs = fast_mlp.forward(layers, obs)
+        return out, lambda delta: fast_mlp.backward(layers, inputs, delta)
+    for p in net.parameters():
+        p.grad = None
+    out = net(obs)
+
+    def backward(delta: torch.Tensor) -> None:
+        out.backward(delta)
+
+    return out.detach(), backward
+
+
+def clip_grad_norm(parameters: list[torch.Tensor], max_norm: float | None) -> torch.Tensor:
+    """Scale gradients to global norm at most ``max_norm`` (None: no clip); returns the norm.
+
+    The same rule as ``torch.nn.utils.clip_grad_norm_`` (scale by ``max_norm / (norm + 1e-6)``
+    when that is below 1), in three kernel calls for the small parameter lists of RL networks.
+    """
+    grads = [p.grad for p in parameters if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    if max_norm is not None:
+        scale = (max_norm / (norm + 1e-6)).clamp_max_(1.0)
+        torch._foreach_mul_(grads, scale)
+    return norm
+
+
+# -- schedules ---------------------------------------------------------------------------------
+
+Schedule = Callable[[float], float]
+
+
+def parse_schedule(name: str, value: float | str) -> Schedule:
+    """A constant, or rl-zoo's ``"lin_X"``: ``X`` times the fraction of training remaining.
+
+    Raises:
+        ValueError: for anything else, or ``X`` not a positive finite number.
+    """
+    if isinstance(value, str):
+        text = value.removeprefix("lin_")
+        try:
+            start = float(text) if text != value else math.nan
+        except ValueError:
+            start = math.nan
+        if not (math.isfinite(start) and start > 0):
+            raise ValueError(
+                f"{name} must be a positive number or 'lin_X' (linear decay from X), got {value!r}"
+            )
+        return lambda progress_remaining: start * progress_remaining
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive number or 'lin_X', got {value!r}")
+    constant = float(value)
+    return lambda progress_remaining: constant
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
