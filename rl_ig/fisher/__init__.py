@@ -1,7 +1,12 @@
 """The policy-Fisher module: KL, Fisher-vector products, conjugate gradient."""
 
 from rl_ig.fisher.cg import conjugate_gradient
-from rl_ig.fisher.distributions import analytic_fisher, detach_distribution, per_state_kl
+from rl_ig.fisher.distributions import (
+    analytic_fisher,
+    detach_distribution,
+    per_state_kl,
+    sample,
+)
 from rl_ig.fisher.policy_fisher import GaussNewtonOperator, KLHessianOperator, PolicyFisher
 
 __all__ = [
@@ -12,4 +17,5 @@ __all__ = [
     "conjugate_gradient",
     "detach_distribution",
     "per_state_kl",
+    "sample",
 ]

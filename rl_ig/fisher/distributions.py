@@ -95,3 +95,26 @@ def detach_distribution(dist: Distribution) -> Distribution:
     raise TypeError(
         f"cannot detach a {type(dist).__name__}; build the old distribution under torch.no_grad()"
     )
+
+
+def sample(dist: Distribution, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A detached draw from ``dist``, from ``generator`` where the family allows it.
+
+    ``Normal``/``Independent(Normal)`` draw ``μ + σ·ε`` and ``Categorical`` samples by inverse
+    CDF, both from ``generator`` (so a seeded agent is reproducible); other families use
+    ``dist.sample()`` and torch's global generator.
+    """
+    base = dist.base_dist if isinstance(dist, Independent) else dist
+    with torch.no_grad():
+        if type(base) is Normal:
+            eps = torch.randn(
+                base.loc.shape, generator=generator, dtype=base.loc.dtype, device=base.loc.device
+            )
+            return base.loc + base.scale * eps
+        if type(base) is Categorical:
+            probs = base.probs
+            u = torch.rand(
+                (*probs.shape[:-1], 1), generator=generator, dtype=probs.dtype, device=probs.device
+            )
+            return (probs.cumsum(dim=-1) < u).sum(dim=-1).clamp_max(probs.shape[-1] - 1)
+        return dist.sample()

@@ -25,7 +25,7 @@ from torch import nn
 from torch.distributions import Distribution
 
 from rl_ig.fisher.cg import conjugate_gradient
-from rl_ig.fisher.distributions import analytic_fisher, per_state_kl
+from rl_ig.fisher.distributions import analytic_fisher, per_state_kl, sample
 
 Policy = Callable[[torch.Tensor], Distribution]
 
@@ -151,6 +151,23 @@ class PolicyFisher:
     def kl(self, obs: torch.Tensor, old_dist: Distribution) -> torch.Tensor:
         """Mean over ``obs: (B, ...)`` of ``KL(old_dist || policy(obs))``; differentiable."""
         return per_state_kl(old_dist, self.distribution(obs), obs.shape[0]).mean()
+
+    @staticmethod
+    def sampled_fisher_loss(
+        dist: Distribution, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``−mean log π(ã|s)`` with ``ã ~ π(·|s)`` drawn without gradient.
+
+        The expected outer product of the per-state gradient of this loss is the policy's
+        Fisher (the *true* Fisher; the *empirical* one would use the taken actions instead).
+        K-FAC reads its ``G`` factors from this loss's backward pass (Martens & Grosse 2015,
+        §5; Wu et al. 2017, §3.1).
+
+        Args:
+            dist: ``policy(obs)``, still attached to the graph.
+            generator: the source of the draws, for reproducibility.
+        """
+        return -dist.log_prob(sample(dist, generator)).mean()
 
     def operator(self, obs: torch.Tensor, method: str = "auto") -> Callable:
         """``v ↦ F v`` at the current parameters for the states ``obs: (B, ...)``.
