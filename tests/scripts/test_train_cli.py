@@ -293,3 +293,29 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_0(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "run_summary.json").read_text())
     assert (summary["status"], summary["num_timesteps"]) == ("interrupted", agent.num_timesteps)
     assert not (tmp_path / "final.pt").exists()
+
+
+def test_every_algorithm_trains_from_the_command_line(tmp_path: Path) -> None:
+    """``--algo X --env Y`` for the other four agents: a short run, its model and its CSV."""
+    small = {
+        "npg": ["--hp", "n_steps=128", "--hp", "cg_iters=3", "--hp", "n_critic_updates=1"],
+        "ppo": ["--hp", "n_steps=128", "--hp", "n_epochs=2"],
+        "acktr": ["--hp", "n_steps=32"],
+        "a2c": ["--hp", "n_steps=32"],
+    }
+    commands = {
+        algo: [
+            *("--algo", algo, "--env", "Pendulum", "--n-envs", "1", "--steps", "256"),
+            *hp,
+            *("--no-progress", "--eval-episodes", "1", "--logdir", str(tmp_path / algo)),
+        ]
+        for algo, hp in small.items()
+    }
+    for algo, result in _run_all(commands).items():
+        assert result.returncode == 0, f"{algo}: {result.stderr[-500:]}"
+        summary = json.loads((tmp_path / algo / "run_summary.json").read_text())
+        assert summary["algo"] == algo
+        rows = _rows(tmp_path / algo / "progress.csv")
+        assert rows and "train/fisher_norm" in rows[-1] and "train/kl" in rows[-1]
+        meta = torch.load(tmp_path / algo / "final.pt", weights_only=True)["meta"]
+        assert json.loads(meta)["algo"] == algo
