@@ -21,13 +21,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-REFERENCE = {
-    "trpo": "sb3-contrib TRPO",
-    "npg": "sb3-contrib TRPO",
-    "ppo": "SB3 PPO",
-    "a2c": "SB3 A2C",
-    "acktr": "SB3 A2C",
-}
+from benchmark_summary import REFERENCE_NAMES, summarize, summarize_all
+
+REFERENCE = REFERENCE_NAMES
 """What each rl-ig agent is measured against. NPG has no SB3 counterpart; TRPO is its nearest.
 ACKTR's reference is SB3 A2C (SB3 has no ACKTR) with ACKTR's ``n_envs`` and ``n_steps``."""
 
@@ -251,52 +247,6 @@ def returns(
     summarize(out_dir, algo, env)
 
 
-def summarize(out_dir: Path, algo: str, env: str) -> None:
-    """Print the final-evaluation table and draw the learning-curve PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    lines = [
-        f"{algo.upper()} {env}: final evaluation (10 deterministic episodes per seed)",
-        "",
-        "| library | final return, mean ± sd over seeds | per seed |",
-        "|---|---|---|",
-    ]
-    for lib, colour in (("rl-ig", "tab:blue"), ("sb3", "tab:orange")):
-        runs = [
-            json.loads(p.read_text()) for p in sorted(out_dir.glob(f"{lib}-{algo}-{env}-s*.json"))
-        ]
-        if not runs:
-            continue
-        finals = [statistics.fmean(r["eval"]) for r in runs]
-        name = "rl-ig" if lib == "rl-ig" else REFERENCE[algo]
-        lines.append(
-            f"| {name} | {statistics.fmean(finals):.0f} ± {statistics.pstdev(finals):.0f} "
-            f"| {', '.join(str(round(f)) for f in finals)} |"
-        )
-        grid = np.linspace(0, max(r["steps"] for r in runs), 101)
-        ys = np.array(
-            [np.interp(grid, [c[0] for c in r["curve"]], [c[2] for c in r["curve"]]) for r in runs]
-        )
-        ax.plot(grid, ys.mean(0), color=colour, label=f"{name} ({len(runs)} seeds)")
-        ax.fill_between(grid, ys.min(0), ys.max(0), color=colour, alpha=0.2)
-    ax.set_xlabel("environment steps")
-    ax.set_ylabel("training episode return (mean of last 100)")
-    ax.set_title(f"{algo.upper()} on {env}: mean and range over seeds")
-    ax.legend(loc="upper left")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    png = out_dir / f"{algo}-{env}-curves.png"
-    fig.savefig(png, dpi=120)
-    lines += ["", f"curves: {png}"]
-    (out_dir / f"{algo}-{env}-summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-
-
 def fvp_timing(rounds: int, threads: int) -> None:
     """Gauss-Newton against double-backprop Fisher-vector products on the HalfCheetah policy."""
     import gymnasium as gym
@@ -389,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("bench-out"))
     p.add_argument("--summarize", action="store_true", help="redraw the --returns summary")
     p.add_argument(
+        "--summarize-all",
+        action="store_true",
+        help="one table and figure for every agent's runs under --out/{algo}-{env}/",
+    )
+    p.add_argument(
         "--libs", default=",".join(LIBS), help="for --returns: rl-ig, sb3 or both (rl-ig,sb3)"
     )
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -405,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if a.summarize:
         summarize(a.out, a.algo, a.env)
+        return 0
+    if a.summarize_all:
+        summarize_all(a.out, a.env)
         return 0
     if a.fvp:
         fvp_timing(a.rounds * 3, a.threads)
