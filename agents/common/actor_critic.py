@@ -109,7 +109,12 @@ def _forward(
     if layers is not None:
         with torch.no_grad():
             out, inputs = fast_mlp.forward(layers, obs)
-        return out, lambda delta: fast_mlp.backward(layers, inputs, delta)
+
+        @torch.no_grad()  # the weights require grad: without this autograd records a graph
+        def fast_backward(delta: torch.Tensor) -> list[torch.Tensor]:
+            return fast_mlp.backward(layers, inputs, delta)
+
+        return out, fast_backward
     for p in net.parameters():
         p.grad = None
     out = net(obs)
@@ -120,6 +125,7 @@ def _forward(
     return out.detach(), backward
 
 
+@torch.no_grad()
 def clip_grad_norm(parameters: list[torch.Tensor], max_norm: float | None) -> torch.Tensor:
     """Scale gradients to global norm at most ``max_norm`` (None: no clip); returns the norm.
 

@@ -47,6 +47,8 @@ def test_gradient_equals_autograd(action: str, activation: str) -> None:
         vf_coef=0.5,
     )
     ours = [p.grad.clone() for p in grad.parameters]
+    # Plain tensors: a gradient that carries autograd history keeps its graph alive.
+    assert not any(p.grad.requires_grad for p in grad.parameters)
 
     dist = actor(obs)
     ratio = torch.exp(dist.log_prob(actions) - old_log_prob)
