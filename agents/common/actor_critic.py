@@ -110,9 +110,14 @@ def _forward(
         with torch.no_grad():
             out, inputs = fast_mlp.forward(layers, obs)
 
+        params = [t for layer in layers for t in (layer.weight, layer.bias)]
+
         @torch.no_grad()  # the weights require grad: without this autograd records a graph
         def fast_backward(delta: torch.Tensor) -> list[torch.Tensor]:
-            return fast_mlp.backward(layers, inputs, delta)
+            buffers = [p.grad for p in params]
+            if any(b is None or b.shape != p.shape for b, p in zip(buffers, params)):
+                return fast_mlp.backward(layers, inputs, delta)
+            return fast_mlp.backward(layers, inputs, delta, out=buffers)  # type: ignore[arg-type]
 
         return out, fast_backward
     for p in net.parameters():

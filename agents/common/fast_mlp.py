@@ -91,14 +91,26 @@ def numpy_forward(layers: list[Layer]) -> Callable[[np.ndarray], np.ndarray]:
 
 
 def backward(
-    layers: list[Layer], inputs: list[torch.Tensor], delta: torch.Tensor
+    layers: list[Layer],
+    inputs: list[torch.Tensor],
+    delta: torch.Tensor,
+    out: list[torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
-    """Gradients ``[∂L/∂W₁, ∂L/∂b₁, …]`` given ``delta = ∂L/∂output``, ``(B, out)``."""
-    grads: list[torch.Tensor] = []
+    """Gradients ``[∂L/∂W₁, ∂L/∂b₁, …]`` given ``delta = ∂L/∂output``, ``(B, out)``.
+
+    Args:
+        out: tensors of those shapes to write the gradients into (reusing the same memory
+            every step saves an allocation and a cold write per weight gradient), or None.
+    """
+    grads: list[torch.Tensor] = [torch.empty(0)] * (2 * len(layers))
     for i in range(len(layers) - 1, -1, -1):
         layer, h = layers[i], inputs[i]
-        grads.append(delta.sum(dim=0))
-        grads.append(delta.t().mm(h))
+        if out is None:
+            grads[2 * i + 1] = delta.sum(dim=0)
+            grads[2 * i] = delta.t().mm(h)
+        else:
+            grads[2 * i + 1] = torch.sum(delta, dim=0, out=out[2 * i + 1])
+            grads[2 * i] = torch.mm(delta.t(), h, out=out[2 * i])
         if i == 0:
             break
         delta = delta.mm(layer.weight)
@@ -108,7 +120,6 @@ def backward(
         elif layers[i - 1].activation == "relu":
             # ReLU's own backward kernel: delta where h > 0, else 0, with no mask tensor.
             delta = torch.ops.aten.threshold_backward(delta, h, 0.0)
-    grads.reverse()
     return grads
 
 
