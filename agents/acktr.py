@@ -70,6 +70,8 @@ class ACKTRConfig:
         vf_max_kl: the critic's trust region (the KL between ``N(V_old, 1)`` and ``N(V, 1)``).
         vf_damping: λ of the critic.
         vf_factor_decay: running-average decay of the critic's factors.
+        vf_iters: critic K-FAC steps per update (the continuous-control ACKTR fitted its
+            value function with several).
         policy: network shape [``policy_kwargs``].
     """
 
@@ -89,11 +91,13 @@ class ACKTRConfig:
     vf_max_kl: float = 0.01
     vf_damping: float = 0.01
     vf_factor_decay: float = 0.95
+    vf_iters: int = 1
     policy: PolicyConfig = field(default_factory=PolicyConfig)
 
     def __post_init__(self) -> None:
         check_positive_int("n_steps", self.n_steps)
         check_positive_int("inverse_update_freq", self.inverse_update_freq)
+        check_positive_int("vf_iters", self.vf_iters)
         check_range("gamma", self.gamma, 0.0, 1.0, open_low=True)
         check_range("gae_lambda", self.gae_lambda, 0.0, 1.0)
         parse_schedule("learning_rate", self.learning_rate)
@@ -192,7 +196,11 @@ class ACKTR(OnPolicyAgent):
         return info, detach_distribution(dist)
 
     def critic_step(self, obs: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
-        """Step 2: K-FAC on the Gaussian negative log-likelihood ``½·mean[(R − V)²]``."""
+        """Step 2: ``vf_iters`` K-FAC steps on ``½·mean[(R − V)²]``, the Gaussian NLL."""
+        infos = [self._critic_iteration(obs, returns) for _ in range(self.config.vf_iters)]
+        return {key: sum(i[key] for i in infos) / len(infos) for key in infos[0]}
+
+    def _critic_iteration(self, obs: torch.Tensor, returns: torch.Tensor) -> dict[str, float]:
         opt = self.critic_optimizer
         with opt.capture_factors():
             values = self.critic(obs)

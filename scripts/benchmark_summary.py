@@ -32,12 +32,12 @@ def _label(lib: str, algo: str) -> str:
 
 
 def _row(lib: str, algo: str, runs: list[dict[str, Any]]) -> str:
+    # No speed column: these runs share the machine with each other, so their wall times say
+    # little; throughput is measured separately, alternating fresh processes.
     finals = [statistics.fmean(r["eval"]) for r in runs]
-    rate = statistics.median(r["steps_per_s"] for r in runs)
     return (
         f"| {_label(lib, algo)} | {len(runs)} | {statistics.fmean(finals):.0f} ± "
-        f"{statistics.pstdev(finals):.0f} | {', '.join(str(round(f)) for f in finals)} "
-        f"| {rate:.0f} |"
+        f"{statistics.pstdev(finals):.0f} | {', '.join(str(round(f)) for f in finals)} |"
     )
 
 
@@ -67,8 +67,8 @@ def _figure(title: str):  # type: ignore[no-untyped-def]
 
 
 TABLE_HEAD = [
-    "| agent | seeds | final return, mean ± sd | per seed | steps/s (median) |",
-    "|---|---|---|---|---|",
+    "| agent | seeds | final return, mean ± sd | per seed |",
+    "|---|---|---|---|",
 ]
 
 

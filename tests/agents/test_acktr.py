@@ -93,3 +93,14 @@ def test_bad_hyperparameters_name_the_field() -> None:
         ACKTR(env, learning_rate="fast")
     with pytest.raises(ValueError, match="unknown hyperparameter 'kl_clipp'"):
         ACKTR(env, kl_clipp=0.1)
+
+
+def test_vf_iters_takes_that_many_critic_steps() -> None:
+    env = envs.make_vec_env("Pendulum", n_envs=1, seed=0)
+    agent = ACKTR(env, seed=0, n_steps=16, vf_iters=3)
+    agent.learn(32)  # two updates
+    state = agent.critic_optimizer.state_dict()["state"]
+    assert max(int(s.get("kfac_step", 0)) for s in state.values()) == 6
+    assert agent.actor_optimizer.state_dict()["state"][0]["kfac_step"] == 2
+    with pytest.raises(ValueError, match="vf_iters must be an integer >= 1, got 0"):
+        ACKTR(env, vf_iters=0)
