@@ -49,6 +49,8 @@ class ActorCriticGradient:
         self.actor, self.critic = actor, critic
         self._actor_layers = fast_mlp.as_layers(actor.net)
         self._critic_layers = fast_mlp.as_layers(critic.net)
+        self._actor_net_params = _layer_parameters(self._actor_layers)
+        self._critic_net_params = _layer_parameters(self._critic_layers)
         self.parameters = [*actor.parameters(), *critic.parameters()]
 
     def __call__(
@@ -68,10 +70,10 @@ class ActorCriticGradient:
         head_grads = self._head_grads(out, actions, d_log_prob, -ent_coef / n)
         values, backward_critic = _forward(self.critic.net, self._critic_layers, obs)
         v_loss, d_values = value_loss(values.squeeze(-1))
-        self._assign(backward_actor(head_grads.d_out), self.actor.net)
+        _assign(backward_actor(head_grads.d_out), self._actor_net_params)
         if head_grads.d_log_std is not None:
             self.actor.log_std.grad = head_grads.d_log_std
-        self._assign(backward_critic((vf_coef * d_values).unsqueeze(-1)), self.critic.net)
+        _assign(backward_critic((vf_coef * d_values).unsqueeze(-1)), self._critic_net_params)
         entropy = outputs.entropy.mean()
         return MinibatchLosses(pg_loss.detach(), v_loss.detach(), entropy, outputs.log_prob)
 
@@ -88,18 +90,17 @@ class ActorCriticGradient:
             return heads.gaussian_grads(out, log_std, actions, d_log_prob, d_ent)
         return heads.categorical_grads(out, actions, d_log_prob, d_ent)
 
-    @staticmethod
-    def _assign(grads: list[torch.Tensor] | None, net: nn.Module) -> None:
-        if grads is None:  # autograd already accumulated into .grad
-            return
-        for p, g in zip(_layer_parameters(net), grads):
+
+def _layer_parameters(layers: list[fast_mlp.Layer] | None) -> list[torch.Tensor]:
+    return [] if layers is None else [t for layer in layers for t in (layer.weight, layer.bias)]
+
+
+def _assign(grads: list[torch.Tensor] | None, params: list[torch.Tensor]) -> None:
+    if grads is None:  # autograd already accumulated into .grad
+        return
+    for p, g in zip(params, grads):
+        if p.grad is not g:
             p.grad = g
-
-
-def _layer_parameters(net: nn.Module) -> list[nn.Parameter]:
-    layers = fast_mlp.as_layers(net)  # type: ignore[arg-type]
-    assert layers is not None
-    return [t for layer in layers for t in (layer.weight, layer.bias)]  # type: ignore[misc]
 
 
 def _forward(
@@ -110,7 +111,7 @@ def _forward(
         with torch.no_grad():
             out, inputs = fast_mlp.forward(layers, obs)
 
-        params = [t for layer in layers for t in (layer.weight, layer.bias)]
+        params = _layer_parameters(layers)
 
         @torch.no_grad()  # the weights require grad: without this autograd records a graph
         def fast_backward(delta: torch.Tensor) -> list[torch.Tensor]:
