@@ -66,6 +66,19 @@ def _figure(title: str):  # type: ignore[no-untyped-def]
     return fig, ax
 
 
+def _save(fig, lines: list[str], png: Path, table: Path) -> None:  # type: ignore[no-untyped-def]
+    """Write the figure and the table, each atomically (write, then rename), and print it."""
+    fig.tight_layout()
+    tmp_png = png.with_name(f".{png.name}.tmp")
+    fig.savefig(tmp_png, dpi=120, format="png")
+    tmp_png.replace(png)
+    lines = [*lines, "", f"curves: {png}"]
+    tmp_table = table.with_name(f".{table.name}.tmp")
+    tmp_table.write_text("\n".join(lines) + "\n")
+    tmp_table.replace(table)
+    print("\n".join(lines))
+
+
 TABLE_HEAD = [
     "| agent | seeds | final return, mean ± sd | per seed |",
     "|---|---|---|---|",
@@ -83,12 +96,7 @@ def summarize(out_dir: Path, algo: str, env: str) -> None:
             lines.append(_row(lib, algo, runs))
             _plot_curves(ax, runs, _label(lib, algo), colour, "-")
     ax.legend(loc="upper left")
-    fig.tight_layout()
-    png = out_dir / f"{algo}-{env}-curves.png"
-    fig.savefig(png, dpi=120)
-    lines += ["", f"curves: {png}"]
-    (out_dir / f"{algo}-{env}-summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    _save(fig, lines, out_dir / f"{algo}-{env}-curves.png", out_dir / f"{algo}-{env}-summary.md")
 
 
 def summarize_all(root: Path, env: str) -> None:
@@ -104,9 +112,5 @@ def summarize_all(root: Path, env: str) -> None:
                 lines.append(_row(lib, algo, runs))
                 _plot_curves(ax, runs, _label(lib, algo), colours[algo], style)
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    png = root / f"{env.lower()}-all-curves.png"
-    fig.savefig(png, dpi=120)
-    lines += ["", f"curves: {png}"]
-    (root / f"{env.lower()}-all-summary.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    name = env.lower()
+    _save(fig, lines, root / f"{name}-all-curves.png", root / f"{name}-all-summary.md")
