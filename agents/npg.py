@@ -79,17 +79,15 @@ class NPG(TRPO):
         self, obs: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor
     ) -> dict[str, float]:
         """Surrogate gradient, CG direction, and the step ``η·s`` taken as it is."""
-        dist = self.actor(obs)
-        log_prob = dist.log_prob(actions)
-        surrogate = self._surrogate(log_prob, log_prob.detach(), adv)
-        g = parameters_to_vector(torch.autograd.grad(surrogate, self.fisher.params))
-        direction, s_f_s = self._search_direction(obs, g)
+        dist, old_log_prob, surrogate, g, direction, s_f_s = self._natural_direction(
+            obs, actions, adv
+        )
         old_dist = detach_distribution(dist)
         theta_old = parameters_to_vector(self.fisher.params).detach()
         with torch.no_grad():
             vector_to_parameters(theta_old + self.config.step_size * direction, self.fisher.params)
             new_log_prob = self.actor(obs).log_prob(actions)
-            gain = self._surrogate(new_log_prob, log_prob.detach(), adv) - surrogate
+            gain = self._surrogate(new_log_prob, old_log_prob, adv) - surrogate
         info = step_geometry(self.fisher, obs, old_dist, theta_old)
         info.update(
             {

@@ -185,12 +185,9 @@ class TRPO(OnPolicyAgent):
         self, obs: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor
     ) -> dict[str, float]:
         """Steps 1-4: surrogate, CG direction, maximal step, backtracking line search."""
-        dist = self.actor(obs)
-        log_prob = dist.log_prob(actions)
-        old_log_prob = log_prob.detach()
-        surrogate = self._surrogate(log_prob, old_log_prob, adv)
-        g = parameters_to_vector(torch.autograd.grad(surrogate, self.fisher.params))
-        direction, s_f_s = self._search_direction(obs, g)
+        dist, old_log_prob, surrogate, g, direction, s_f_s = self._natural_direction(
+            obs, actions, adv
+        )
         beta = self._max_step(direction, s_f_s)
         full_step = beta * direction
         theta_old = parameters_to_vector(self.fisher.params).detach()
@@ -219,6 +216,17 @@ class TRPO(OnPolicyAgent):
             }
         )
         return result
+
+    def _natural_direction(self, obs: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor):
+        """Steps 1-2: the policy, ``log π_old``, the surrogate, its gradient ``g``, the CG
+        direction ``s ≈ (F + λI)⁻¹g`` and ``sᵀFs`` (shared with :class:`agents.NPG`)."""
+        dist = self.actor(obs)
+        log_prob = dist.log_prob(actions)
+        old_log_prob = log_prob.detach()
+        surrogate = self._surrogate(log_prob, old_log_prob, adv)
+        g = parameters_to_vector(torch.autograd.grad(surrogate, self.fisher.params))
+        direction, s_f_s = self._search_direction(obs, g)
+        return dist, old_log_prob, surrogate, g, direction, s_f_s
 
     def _search_direction(
         self, obs: torch.Tensor, g: torch.Tensor
