@@ -23,6 +23,8 @@ from typing import Any
 
 from benchmark_summary import REFERENCE_NAMES, summarize, summarize_all
 
+from agents.hyperparams import parse_overrides
+
 REFERENCE = REFERENCE_NAMES
 """What each rl-ig agent is measured against. NPG has no SB3 counterpart; TRPO is its nearest.
 ACKTR's reference is SB3 A2C (SB3 has no ACKTR) with ACKTR's ``n_envs`` and ``n_steps``."""
@@ -31,14 +33,38 @@ ACKTR's reference is SB3 A2C (SB3 has no ACKTR) with ACKTR's ``n_envs`` and ``n_
 LIBS = ("rl-ig", "sb3")
 
 
-def zoo_settings(algo: str, env: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """The env id, run settings and agent hyperparameters of the tuned defaults."""
+def zoo_settings(
+    algo: str, env: str, overrides: dict[str, Any] | None = None
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The env id, run settings and agent hyperparameters of the tuned defaults, with
+    ``overrides`` (``--hp``) merged over them as ``scripts/train.py`` merges its own."""
     import envs
-    from agents.hyperparams import default_hyperparameters, split_hyperparameters
+    from agents import ALGOS
+    from agents.hyperparams import (
+        default_hyperparameters,
+        merge_hyperparameters,
+        split_hyperparameters,
+    )
 
     env_id = envs.resolve_env_id(env)
-    run, hp = split_hyperparameters(default_hyperparameters(algo, env_id))
-    return env_id, run.__dict__, hp
+    hp = default_hyperparameters(algo, env_id)
+    if overrides:
+        cls = ALGOS[algo]
+        hp = merge_hyperparameters(hp, overrides, cls.aliases, cls.conventions)
+    run, agent_hp = split_hyperparameters(hp)
+    return env_id, run.__dict__, agent_hp
+
+
+def check_overrides(algo: str, env: str, items: list[str]) -> None:
+    """Raise the agent's own one-line error if ``--hp`` items do not make a valid config."""
+    import envs
+    from agents import ALGOS
+    from agents.common.config import build_config
+
+    env_id, _, hp = zoo_settings(algo, env, parse_overrides(items))
+    cls = ALGOS[algo]
+    hp = cls.resolve_hyperparameters(hp, envs.action_space(env_id))
+    build_config(cls.config_class, hp, aliases=cls.aliases)
 
 
 def _sb3_schedule(value: Any) -> Any:
@@ -81,9 +107,9 @@ def _sb3_class(algo: str) -> type:
     return PPO if algo == "ppo" else A2C
 
 
-def build(lib: str, algo: str, env: str, seed: int, threads: int):
+def build(lib: str, algo: str, env: str, seed: int, threads: int, overrides=None):
     """An agent of ``lib`` ("rl-ig" or "sb3") with the tuned settings, and its env."""
-    env_id, run, hp = zoo_settings(algo, env)
+    env_id, run, hp = zoo_settings(algo, env, overrides)
     if lib == "rl-ig":
         import envs
         from agents import ALGOS
@@ -157,10 +183,17 @@ def evaluate(model, lib: str, env_id: str, seed: int, episodes: int) -> list[flo
 
 
 def returns_worker(
-    lib: str, algo: str, env: str, steps: int, seed: int, threads: int, out: Path
+    lib: str,
+    algo: str,
+    env: str,
+    steps: int,
+    seed: int,
+    threads: int,
+    out: Path,
+    overrides: dict[str, Any] | None = None,
 ) -> dict:
     """Train one seed to ``steps``, record the training curve, evaluate, write ``out``."""
-    model, _ = build(lib, algo, env, seed, threads)
+    model, _ = build(lib, algo, env, seed, threads, overrides)
     env_id = zoo_settings(algo, env)[0]
     curve: list[tuple[int, float, float]] = []
     start = time.perf_counter()
@@ -195,10 +228,13 @@ def returns_worker(
         "steps": steps,
         "wall_s": wall,
         "steps_per_s": steps / wall,
+        "hp": overrides or {},
         "curve": curve,
         "eval": evaluate(model, lib, env_id, seed, episodes=10),
     }
-    out.write_text(json.dumps(result))
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(result))
+    tmp.replace(out)
     return result
 
 
@@ -211,6 +247,7 @@ def returns(
     threads: int,
     out_dir: Path,
     libs: tuple[str, ...] = LIBS,
+    hp_items: tuple[str, ...] = (),
 ) -> None:
     """Every (library, seed) run, ``jobs`` at a time; finished runs are kept (resumable)."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -236,6 +273,7 @@ def returns(
                     str(seed),
                     "--out",
                     str(path),
+                    *(f"--hp={item}" for item in hp_items),
                 ]
             )
         )
@@ -346,6 +384,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--libs", default=",".join(LIBS), help="for --returns: rl-ig, sb3 or both (rl-ig,sb3)"
     )
+    p.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="for --returns --libs rl-ig: override a tuned setting (repeatable), as in train.py",
+    )
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--worker", choices=["throughput", "returns"], help=argparse.SUPPRESS)
     p.add_argument("--lib", choices=["rl-ig", "sb3"], help=argparse.SUPPRESS)
@@ -356,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(throughput_worker(a.lib, a.algo, a.env, int(a.steps), a.threads)))
         return 0
     if a.worker == "returns":
-        returns_worker(a.lib, a.algo, a.env, int(a.steps), a.seed, a.threads, a.out)
+        overrides = parse_overrides(a.hp)
+        returns_worker(a.lib, a.algo, a.env, int(a.steps), a.seed, a.threads, a.out, overrides)
         return 0
     if a.summarize:
         summarize(a.out, a.algo, a.env)
@@ -371,7 +417,13 @@ def main(argv: list[str] | None = None) -> int:
         libs = tuple(x.strip() for x in a.libs.split(","))
         if not libs or any(x not in LIBS for x in libs):
             p.error(f"--libs takes rl-ig, sb3 or rl-ig,sb3, got {a.libs!r}")
-        returns(a.algo, a.env, int(a.steps), a.seeds, a.jobs, a.threads, a.out, libs)
+        if a.hp and libs != ("rl-ig",):
+            p.error("--hp overrides rl-ig's settings only; add --libs rl-ig")
+        try:
+            check_overrides(a.algo, a.env, a.hp)
+        except (TypeError, ValueError) as exc:
+            p.error(str(exc))
+        returns(a.algo, a.env, int(a.steps), a.seeds, a.jobs, a.threads, a.out, libs, tuple(a.hp))
         return 0
     throughput(a.algo, a.env, int(a.steps), a.rounds, a.threads)
     return 0
