@@ -20,23 +20,21 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from rl_ig.distributed import all_reduce_scalars, check_backend
 from rl_ig.optim.kfac_capture import FactorCapture
 from rl_ig.optim.kfac_config import KFACConfig, build_param_groups, check_diag_fisher
+from rl_ig.optim.kfac_distributed import EighTask, decompose, shared_batch_factors
 from rl_ig.optim.kfac_layers import KFACLayer, find_layers
-from rl_ig.optim.kronecker import (
-    Eigen,
-    eigen_scale,
-    kron_mul,
-    kron_solve,
-    robust_eigh,
-    running_average,
-)
+from rl_ig.optim.kronecker import Eigen, eigen_scale, kron_mul, kron_solve, running_average
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 _FACTOR_KEYS = ("A", "G", "QA", "dA", "QG", "dG")
 
@@ -97,6 +95,17 @@ class KFAC(Optimizer):
     ``ρ = (L(θ+δ) − L(θ)) / (gᵀδ + ½δᵀF̂δ)`` (``g`` the raw gradient, ``F̂`` the damped metric of
     this step), then ``λ ← ω·λ`` if ``ρ > 3/4``, ``λ ← λ/ω`` if ``ρ < 1/4``, ``λ ≥ min_damping``.
 
+    Data-parallel training (``torchrun``, the model wrapped in DDP, the loss a mean over each
+    rank's batch, equal batches on all ranks): with more than one rank in ``process_group``,
+    each factor update all-reduces the batch statistics (one bucketed sum of every layer's
+    ``A_batch``, ``G_batch``), so the factors are those of the global batch; each eigenbasis
+    refresh decomposes every factor on one rank only (assigned by cost ``n³``) and broadcasts
+    the results; adaptive damping averages ``L(θ+δ) − L(θ)`` over the ranks. Everything else
+    derives from the DDP-averaged gradients and the shared factors, so every rank takes the same
+    step and the optimizer state is the same on every rank: ``state_dict()`` needs no
+    communication and loads at any world size. ``step()`` is then a collective (every rank must
+    call it) and ``last_step_info`` counts the whole group's decompositions.
+
     ``param_groups``: one per K-FAC layer (``group["layer"]`` is its module name) holding its
     weight and bias, then one (``group["layer"] is None``) for all other trainable parameters.
     After each step, ``last_step_info`` holds floats ``kl_clip_scale`` (ν), ``predicted_kl``,
@@ -124,6 +133,13 @@ class KFAC(Optimizer):
         capture: ``"auto"`` or ``"explicit"``.
         diag_fisher: ``{parameter: c}`` with ``c > 0`` for "other" parameters whose Fisher block
             is taken to be ``c·I``.
+        process_group: the ranks that share the factors; None: the default group when
+            ``torch.distributed`` is initialised, else a single process. Its backend must serve
+            the model's device (gloo: CPU, NCCL: CUDA).
+
+    Raises:
+        ValueError: for an argument out of range, or a process group that cannot serve the
+            model's device.
     """
 
     def __init__(
@@ -145,6 +161,7 @@ class KFAC(Optimizer):
         min_damping: float = 1e-8,
         capture: str = "auto",
         diag_fisher: Mapping[nn.Parameter, float] | None = None,
+        process_group: ProcessGroup | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"KFAC: model must be an nn.Module, got {type(model).__name__}")
@@ -165,6 +182,8 @@ class KFAC(Optimizer):
             capture=capture,
         )
         self._layers = find_layers(model)
+        check_backend(self._layers[0].weight.device, process_group)
+        self._process_group = process_group
         groups = build_param_groups(model, self._layers)
         super().__init__(groups, self.config.group_defaults())
         other = groups[-1]["params"] if groups[-1]["layer"] is None else []
@@ -252,7 +271,7 @@ class KFAC(Optimizer):
         t = self._steps_done
         info = dict.fromkeys(("eigh_retries", "eigh_fallbacks", "skipped_layers"), 0.0)
         info["skipped_params"] = 0.0
-        self._fold_factors()
+        self._fold_factors(due=t % cfg.factor_update_freq == 0)
         self._refresh_eigenbases(t % cfg.inverse_update_freq == 0, info)
         directions = self._directions(info)
         scale, predicted_kl = self._trust_region(directions)
@@ -262,7 +281,8 @@ class KFAC(Optimizer):
         if cfg.adaptive_damping:
             rho = math.nan
             if adapt and closure is not None and loss is not None:
-                rho = self._adapt_damping(float(closure()) - float(loss), directions, applied)
+                change = self._mean_over_ranks(float(closure()) - float(loss))
+                rho = self._adapt_damping(change, directions, applied)
             info["rho"] = rho
         self._set_steps_done(t + 1)
         info["damping"] = float(self.param_groups[0]["damping"])
@@ -295,26 +315,30 @@ class KFAC(Optimizer):
     def _kfac_groups(self) -> Iterator[tuple[KFACLayer, dict[str, Any]]]:
         return zip(self._layers, self.param_groups)  # K-FAC groups come first, in layer order
 
-    def _fold_factors(self) -> None:
-        """Fold the recorded batch statistics into the running factors."""
-        for index, (a_batch, g_batch) in self._capture.take().items():
+    def _mean_over_ranks(self, value: float) -> float:
+        device = self._layers[0].weight.device
+        return all_reduce_scalars([value], device, group=self._process_group)[0]
+
+    def _fold_factors(self, due: bool) -> None:
+        """Fold the recorded batch statistics (averaged over the ranks) into the factors."""
+        pending = shared_batch_factors(self._layers, self._capture.take(), due, self._process_group)
+        for index, (a_batch, g_batch) in pending.items():
             layer, group = self._layers[index], self.param_groups[index]
             state = self.state[layer.weight]
             state["A"] = running_average(state.get("A"), a_batch, group["factor_decay"])
             state["G"] = running_average(state.get("G"), g_batch, group["factor_decay"])
 
     def _refresh_eigenbases(self, due: bool, info: dict[str, float]) -> None:
+        """Eigendecompose the factors that are due (all at ``due``, else only new ones)."""
+        tasks = []
         for layer, group in self._kfac_groups():
             state = self.state[layer.weight]
             for key in ("A", "G") if "A" in state else ():
-                if not due and "Q" + key in state:
-                    continue
-                eigen, retries = robust_eigh(state[key], group["damping"])
-                info["eigh_retries"] += retries
-                if eigen is None:
-                    info["eigh_fallbacks"] += 1  # the previous eigenbasis, if any, stays
-                    continue
-                state["Q" + key], state["d" + key] = eigen.Q, eigen.d
+                if due or "Q" + key not in state:
+                    tasks.append(EighTask(state, key, group["damping"]))
+        retries, fallbacks = decompose(tasks, self._process_group)
+        info["eigh_retries"] += retries
+        info["eigh_fallbacks"] += fallbacks  # a failed factor keeps its previous eigenbasis
 
     def _directions(self, info: dict[str, float]) -> list[_Direction]:
         grads = {id(p): p.grad for group in self.param_groups for p in group["params"]}

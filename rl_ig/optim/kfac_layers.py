@@ -21,6 +21,7 @@ pass delivers ``∂L/∂y_i = g_i / N`` and ``G = N · Σ_i (∂L/∂y_i)(∂L/�
 
 from __future__ import annotations
 
+import math
 import warnings
 from abc import ABC, abstractmethod
 
@@ -45,6 +46,12 @@ class KFACLayer(ABC):
         """The bias if it is trained; a frozen bias is a constant and gets no ``1`` column."""
         bias = self.module.bias
         return bias if bias is not None and bias.requires_grad else None
+
+    @property
+    def factor_dims(self) -> tuple[int, int]:
+        """``(d+1, out)`` (``(d, out)`` without a trained bias): the sizes of ``A`` and ``G``."""
+        shape = self.weight.shape
+        return math.prod(shape[1:]) + (self.bias is not None), shape[0]
 
     @property
     def factor_dtype(self) -> torch.dtype:

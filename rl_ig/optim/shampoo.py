@@ -18,21 +18,38 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from rl_ig.distributed import check_backend, world
 from rl_ig.optim.shampoo_blocks import (
     ShampooBlock,
     assemble,
+    assemble_owned,
     init_block_state,
     make_blocks,
     matrix_shape,
 )
 from rl_ig.optim.shampoo_config import ShampooConfig
+from rl_ig.optim.shampoo_distributed import (
+    ROOT_KEYS,
+    BlockOwners,
+    BlockState,
+    SharedDirection,
+    exchange_directions,
+    gather_block_states,
+    plan_blocks,
+    plan_key,
+    release_foreign_blocks,
+)
 
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
+_DIM = "max_preconditioner_dim"
 _INFO_KEYS = (
     "eigh_retries",
     "eigh_fallbacks",
@@ -66,6 +83,19 @@ class Shampoo(Optimizer):
       float64 with ``10·ε`` more, else the previous root (or the identity) is kept.
     * A parameter whose gradient or direction is not finite is not updated (its state neither).
 
+    Data-parallel training (``torchrun``, the model wrapped in DDP): with more than one rank in
+    ``process_group``, the preconditioner blocks of all matrix parameters are assigned to ranks
+    by cost (``r³ + c³``, greedy, the same on every rank; ZeRO-1 of Distributed Shampoo). A rank
+    keeps factors and roots for its own blocks only, updates them from the DDP-averaged gradient
+    and computes their grafted directions; the directions are all-gathered (one flat buffer per
+    dtype per step) and every rank applies all of them, so parameters stay the same on every
+    rank. Momentum, grafting statistics and 1-D parameters are computed by every rank; so are
+    the non-finite checks, on the gathered directions, so a skip is the same everywhere.
+    ``step()`` and ``state_dict()`` are then collectives (every rank must call them):
+    ``state_dict()`` gathers every block from its owner and returns, on every rank, the complete
+    state in the single-process format, which ``load_state_dict`` takes at any world size
+    (each rank keeping its own blocks). ``last_step_info`` counts the whole group's roots.
+
     Hyperparameters are ``param_groups`` keys; the blocking of a parameter is fixed by its
     group's ``max_preconditioner_dim`` when its state is created. After each step,
     ``last_step_info`` holds floats ``eigh_retries``, ``eigh_fallbacks`` (factors whose root
@@ -90,10 +120,14 @@ class Shampoo(Optimizer):
             ``"sgd"`` or ``"none"``.
         grafting_beta2: Adam grafting's second-moment decay in [0, 1) (Adam's 0.999).
         grafting_epsilon: Adam/AdaGrad grafting's ε > 0 (Adam's 1e-8).
+        process_group: the ranks that share the blocks; None: the default group when
+            ``torch.distributed`` is initialised, else a single process. Its backend must serve
+            the parameters' device (gloo: CPU, NCCL: CUDA).
 
     Raises:
         TypeError: for a module passed as ``params``.
-        ValueError: naming the argument and its allowed range, for any value outside it.
+        ValueError: naming the argument and its allowed range, for any value outside it, or a
+            process group that cannot serve the parameters' device.
     """
 
     def __init__(
@@ -109,6 +143,8 @@ class Shampoo(Optimizer):
         grafting: str = "adam",
         grafting_beta2: float = 0.999,
         grafting_epsilon: float = 1e-8,
+        *,
+        process_group: ProcessGroup | None = None,
     ) -> None:
         if isinstance(params, nn.Module):
             raise TypeError(
@@ -128,13 +164,17 @@ class Shampoo(Optimizer):
             grafting_epsilon=grafting_epsilon,
         )
         self._blocks: dict[torch.Tensor, list[ShampooBlock]] = {}
+        self._process_group = process_group
+        self._owners: BlockOwners | None = None
         super().__init__(params, config.group_defaults())
         self.last_step_info: dict[str, float] = {}
+        check_backend(self.param_groups[0]["params"][0].device, process_group)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """``torch.optim`` grouping, then validation of the group's hyperparameters."""
         super().add_param_group(param_group)
         ShampooConfig.from_group(self.param_groups[-1])
+        self._owners = None
 
     @overload
     def step(self, closure: None = None) -> None: ...
@@ -154,12 +194,18 @@ class Shampoo(Optimizer):
             (p, group) for group in self.param_groups for p in group["params"] if p.grad is not None
         ]
         finite = _all_finite([p.grad for p, _ in pending if p.grad is not None])
+        plan = self._block_owners()
+        shared: list[SharedDirection] = []
         updates = []
         for (p, group), ok in zip(pending, finite):
             if ok:
-                updates.append((p, group, self._direction(p, group, info)))
+                updates.append((p, group, self._direction(p, group, info, plan, shared)))
             else:
                 info["skipped_params"] += 1
+        if plan is not None and shared:
+            counts = [info[key] for key in ROOT_KEYS]
+            totals = exchange_directions(shared, counts, plan.rank, plan.size, self._process_group)
+            info.update(zip(ROOT_KEYS, totals))
         self._apply(updates, info)
         self.last_step_info = info
         return loss
@@ -172,15 +218,76 @@ class Shampoo(Optimizer):
         for index, saved in state_dict["state"].items():
             p = params[index]
             self.state[p].update({k: _restore(v, p.device) for k, v in saved.items()})
+        self._owners = None
+        plan = self._block_owners()
+        if plan is None:
+            return
+        for p in params:
+            if "L" in self.state.get(p, {}):
+                self._keep_own_blocks(p, plan)
+
+    def state_dict(self) -> dict[str, Any]:
+        """``torch.optim``'s state dict, complete at any world size.
+
+        With more than one rank this is a collective (every rank must call it): every block's
+        factors and roots are broadcast from its owner, and every rank returns the state of a
+        single-process run, in its format.
+        """
+        saved = super().state_dict()
+        plan = self._block_owners()
+        if plan is None:
+            return saved
+        params = [p for group in self.param_groups for p in group["params"]]
+        indexed = [(i, p) for i, p in enumerate(params) if "L" in self.state.get(p, {})]
+        items = [
+            BlockState(self.state[p], self._blocks_of(p), plan.of(p), _factor_dtype(p), p.device)
+            for _, p in indexed
+        ]
+        full = gather_block_states(items, plan.rank, self._process_group)
+        state = dict(saved["state"])
+        for (i, _), lists in zip(indexed, full):
+            state[i] = {**state[i], **lists}
+        return {**saved, "state": state}
 
     # ----------------------------------------------------------------- step parts
 
+    def _block_owners(self) -> BlockOwners | None:
+        """Who owns which block, for more than one rank (cached while the blocking holds)."""
+        rank, size = world(self._process_group)
+        if size == 1:
+            return None
+        entries = [
+            (p, matrix_shape(p.shape), self.state.get(p, {}).get("block_dim", group[_DIM]))
+            for group in self.param_groups
+            for p in group["params"]
+            if _is_matrix(p)
+        ]
+        if self._owners is None or self._owners.key != plan_key(entries, rank, size):
+            self._owners = plan_blocks(entries, rank, size)
+        return self._owners
+
+    def _keep_own_blocks(self, p: torch.Tensor, plan: BlockOwners) -> None:
+        """After loading a complete state: this rank's blocks in the factor dtype, no others."""
+        state, dtype = self.state[p], _factor_dtype(p)
+        for key in ("L", "R", "L_root", "R_root"):
+            state[key] = [v if v is None else v.to(dtype) for v in state[key]]
+        release_foreign_blocks(state, plan.mine(p))
+
     def _direction(
-        self, p: torch.Tensor, group: dict[str, Any], info: dict[str, float]
+        self,
+        p: torch.Tensor,
+        group: dict[str, Any],
+        info: dict[str, float],
+        plan: BlockOwners | None = None,
+        shared: list[SharedDirection] | None = None,
     ) -> torch.Tensor:
-        """The direction ``D`` of one parameter (before lr and weight decay); updates its state."""
+        """The direction ``D`` of one parameter (before lr and weight decay); updates its state.
+
+        With ``plan``, only this rank's blocks are computed; the parameter's direction, with
+        the other blocks still to be received, is appended to ``shared``.
+        """
         assert p.grad is not None
-        state = self._state(p, group)
+        state = self._state(p, group, plan)
         state["step"] += 1
         t, grad = state["step"], p.grad
         beta1, beta2 = group["betas"]
@@ -189,30 +296,39 @@ class Shampoo(Optimizer):
         if not _is_matrix(p):
             return search if graft is None else graft
         blocks = self._blocks_of(p)
-        shape, dtype = matrix_shape(p.shape), state["L"][0].dtype
+        mine = blocks if plan is None else [b for b, own in zip(blocks, plan.mine(p)) if own]
+        shape = matrix_shape(p.shape)
+        dtype = state["L"][0].dtype if plan is None else _factor_dtype(p)
         grad_2d = grad.reshape(shape).to(dtype)
-        for block in blocks:
+        for block in mine:
             block.update_factors(grad_2d, beta2)
         if t < group["start_preconditioning_step"]:
             return search if graft is None else graft
         due = t % group["precondition_frequency"] == 0
         correction = 1.0 - beta2**t if beta2 < 1.0 else 1.0
-        for block in blocks:
+        for block in mine:
             if due or not block.has_roots:
                 block.refresh_roots(group["epsilon"], correction, info)
         info["preconditioned_params"] += 1
         graft_2d = None if graft is None else graft.reshape(shape).to(dtype)
-        return assemble(blocks, search.reshape(shape).to(dtype), graft_2d).view(p.shape)
+        search_2d = search.reshape(shape).to(dtype)
+        if plan is None or shared is None:
+            return assemble(blocks, search_2d, graft_2d).view(p.shape)
+        matrix = assemble_owned(mine, search_2d, graft_2d)
+        shared.append(SharedDirection(matrix, blocks, plan.of(p)))
+        return matrix.view(p.shape)
 
-    def _state(self, p: torch.Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        """The parameter's state, created on its first step."""
+    def _state(
+        self, p: torch.Tensor, group: dict[str, Any], plan: BlockOwners | None = None
+    ) -> dict[str, Any]:
+        """The parameter's state, created on its first step (own blocks only, with ``plan``)."""
         state = self.state[p]
         if not state:
             state["step"] = 0
             if _is_matrix(p):
-                dtype = torch.promote_types(p.dtype, torch.float32)
-                shape, max_dim = matrix_shape(p.shape), group["max_preconditioner_dim"]
-                init_block_state(state, shape, max_dim, dtype, p.device)
+                shape, max_dim = matrix_shape(p.shape), group[_DIM]
+                mine = None if plan is None else plan.mine(p)
+                init_block_state(state, shape, max_dim, _factor_dtype(p), p.device, mine)
         if group["betas"][0] > 0 and "exp_avg" not in state:
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         if group["grafting"] in ("adam", "adagrad") and "graft_sq" not in state:
@@ -275,6 +391,11 @@ def graft_direction(
         sq.addcmul_(grad, grad)
         denom = sq.sqrt().add_(group["grafting_epsilon"])
     return torch.div(search, denom, out=denom)
+
+
+def _factor_dtype(p: torch.Tensor) -> torch.dtype:
+    """float32 factors, float64 for a float64 parameter."""
+    return torch.promote_types(p.dtype, torch.float32)
 
 
 def _is_matrix(p: torch.Tensor) -> bool:

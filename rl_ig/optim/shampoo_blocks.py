@@ -14,6 +14,7 @@ distributed optimizer can hand to one rank.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -144,16 +145,27 @@ def block_pairs(shape: tuple[int, int], max_dim: int) -> list[tuple[slice, slice
 
 
 def init_block_state(
-    state: dict[str, Any], shape: tuple[int, int], max_dim: int, dtype: torch.dtype, device: Any
+    state: dict[str, Any],
+    shape: tuple[int, int],
+    max_dim: int,
+    dtype: torch.dtype,
+    device: Any,
+    mine: Sequence[bool] | None = None,
 ) -> None:
     """Zero factors and empty roots for every block of an ``(m, n)`` matrix view.
 
     ``state["block_dim"]`` records ``max_dim``: the blocking is fixed when the state is created.
+    With ``mine`` (one flag per block), the factors of the blocks not marked are None.
     """
     pairs = block_pairs(shape, max_dim)
+    owned = [True] * len(pairs) if mine is None else list(mine)
     state["block_dim"] = max_dim
-    state["L"] = [_zeros(r.stop - r.start, dtype, device) for r, _ in pairs]
-    state["R"] = [_zeros(c.stop - c.start, dtype, device) for _, c in pairs]
+    state["L"] = [
+        _zeros(r.stop - r.start, dtype, device) if o else None for (r, _), o in zip(pairs, owned)
+    ]
+    state["R"] = [
+        _zeros(c.stop - c.start, dtype, device) if o else None for (_, c), o in zip(pairs, owned)
+    ]
     state["L_root"] = [None] * len(pairs)
     state["R_root"] = [None] * len(pairs)
 
@@ -175,6 +187,16 @@ def assemble(
     if len(blocks) == 1:
         return blocks[0].compute_direction(search, graft)
     out = torch.empty_like(search)
+    for block in blocks:
+        out[block.rows, block.cols] = block.compute_direction(search, graft)
+    return out
+
+
+def assemble_owned(
+    blocks: list[ShampooBlock], search: torch.Tensor, graft: torch.Tensor | None
+) -> torch.Tensor:
+    """The direction ``(m, n)`` with ``blocks`` filled in and zeros elsewhere."""
+    out = torch.zeros_like(search)
     for block in blocks:
         out[block.rows, block.cols] = block.compute_direction(search, graft)
     return out
