@@ -3,6 +3,8 @@
     python scripts/benchmark.py --algo trpo --env HalfCheetah            # throughput
     python scripts/benchmark.py --algo trpo --env HalfCheetah --returns --seeds 3 --steps 1e6
     python scripts/benchmark.py --fvp                                      # Fisher-vector products
+    python scripts/benchmark.py --curves --target 60 --out docs/benchmarks/curves   # to a loss
+    python scripts/benchmark.py --optim-step                       # Shampoo step time, memory
 
 Throughput runs each library in its own fresh process, alternating rl-ig and the reference for
 ``--rounds`` rounds, and reports steps/s for each and the ratio of medians. ``--returns`` trains
@@ -358,11 +360,52 @@ def throughput(algo: str, env: str, steps: int, rounds: int, threads: int) -> No
     print(f"  ratio             {ours / ref:8.2f}x")
 
 
+def optimizer_benchmarks(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
+    """``--curves`` (time to a target loss) and ``--optim-step`` (step time, state memory)."""
+    import torch
+
+    torch.set_num_threads(a.threads)
+    if a.optim_step:
+        import benchmark_optim
+
+        steps = int(a.steps or 50)
+        try:
+            results = benchmark_optim.optimizer_step_benchmark(
+                rounds=a.rounds, steps=steps, batch_size=a.batch_size
+            )
+        except ValueError as exc:
+            p.error(str(exc))
+        print(benchmark_optim.report(results, frequency=10, batch_size=a.batch_size))
+        return 0
+    import benchmark_curves
+
+    if a.target is None or not a.target > 0:
+        p.error("--curves needs --target LOSS > 0 (the training loss every optimizer aims for)")
+    settings = {
+        "steps": int(a.steps or 2000),
+        "eval_every": a.eval_every,
+        "batch_size": a.batch_size,
+        "threads": a.threads,
+    }
+    optims = [o.strip() for o in a.optims.split(",") if o.strip()]
+    try:
+        benchmark_curves.curves_benchmark(a.out, optims, a.target, settings, a.jobs)
+    except ValueError as exc:
+        p.error(str(exc))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--algo", default="trpo", choices=sorted(REFERENCE))
     p.add_argument("--env", default="HalfCheetah")
-    p.add_argument("--steps", type=float, default=20480)
+    p.add_argument(
+        "--steps",
+        type=float,
+        default=None,
+        help="environment steps (default 20480), or optimizer steps for --curves (2000) and "
+        "--optim-step (50)",
+    )
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
@@ -391,6 +434,16 @@ def main(argv: list[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="for --returns --libs rl-ig: override a tuned setting (repeatable), as in train.py",
     )
+    p.add_argument("--curves", action="store_true", help="CURVES autoencoder: time to --target")
+    p.add_argument("--optims", default="kfac,shampoo,adam,sgd", help="for --curves")
+    p.add_argument("--target", type=float, default=None, help="for --curves: training loss")
+    p.add_argument("--batch-size", type=int, default=1000, help="for --curves, --optim-step")
+    p.add_argument("--eval-every", type=int, default=20, help="for --curves")
+    p.add_argument(
+        "--optim-step",
+        action="store_true",
+        help="Shampoo against pytorch-optimizer's, and against Adam: step time, state memory",
+    )
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--worker", choices=["throughput", "returns"], help=argparse.SUPPRESS)
     p.add_argument("--lib", choices=["rl-ig", "sb3"], help=argparse.SUPPRESS)
@@ -398,11 +451,13 @@ def main(argv: list[str] | None = None) -> int:
     if a.reference_heap:
         os.environ["RL_IG_BENCH_REFERENCE_HEAP"] = "1"  # inherited by the worker processes
     if a.worker == "throughput":
-        print(json.dumps(throughput_worker(a.lib, a.algo, a.env, int(a.steps), a.threads)))
+        steps = int(a.steps or 20480)
+        print(json.dumps(throughput_worker(a.lib, a.algo, a.env, steps, a.threads)))
         return 0
     if a.worker == "returns":
         overrides = parse_overrides(a.hp)
-        returns_worker(a.lib, a.algo, a.env, int(a.steps), a.seed, a.threads, a.out, overrides)
+        steps = int(a.steps or 20480)
+        returns_worker(a.lib, a.algo, a.env, steps, a.seed, a.threads, a.out, overrides)
         return 0
     if a.summarize:
         summarize(a.out, a.algo, a.env)
@@ -413,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.fvp:
         fvp_timing(a.rounds * 3, a.threads)
         return 0
+    if a.curves or a.optim_step:
+        return optimizer_benchmarks(p, a)
     if a.returns:
         libs = tuple(x.strip() for x in a.libs.split(","))
         if not libs or any(x not in LIBS for x in libs):
@@ -423,9 +480,10 @@ def main(argv: list[str] | None = None) -> int:
             check_overrides(a.algo, a.env, a.hp)
         except (TypeError, ValueError) as exc:
             p.error(str(exc))
-        returns(a.algo, a.env, int(a.steps), a.seeds, a.jobs, a.threads, a.out, libs, tuple(a.hp))
+        steps = int(a.steps or 20480)
+        returns(a.algo, a.env, steps, a.seeds, a.jobs, a.threads, a.out, libs, tuple(a.hp))
         return 0
-    throughput(a.algo, a.env, int(a.steps), a.rounds, a.threads)
+    throughput(a.algo, a.env, int(a.steps or 20480), a.rounds, a.threads)
     return 0
 
 

@@ -66,9 +66,10 @@ def _figure(title: str):  # type: ignore[no-untyped-def]
     return fig, ax
 
 
-def _save(fig, lines: list[str], png: Path, table: Path) -> None:  # type: ignore[no-untyped-def]
+def save_report(fig, lines: list[str], png: Path, table: Path) -> None:  # type: ignore[no-untyped-def]
     """Write the figure and the table, each atomically (write, then rename), and print it."""
-    fig.tight_layout()
+    if not fig.get_constrained_layout():
+        fig.tight_layout()
     tmp_png = png.with_name(f".{png.name}.tmp")
     fig.savefig(tmp_png, dpi=120, format="png")
     tmp_png.replace(png)
@@ -96,7 +97,8 @@ def summarize(out_dir: Path, algo: str, env: str) -> None:
             lines.append(_row(lib, algo, runs))
             _plot_curves(ax, runs, _label(lib, algo), colour, "-")
     ax.legend(loc="upper left")
-    _save(fig, lines, out_dir / f"{algo}-{env}-curves.png", out_dir / f"{algo}-{env}-summary.md")
+    png, table = out_dir / f"{algo}-{env}-curves.png", out_dir / f"{algo}-{env}-summary.md"
+    save_report(fig, lines, png, table)
 
 
 def summarize_all(root: Path, env: str) -> None:
@@ -113,4 +115,4 @@ def summarize_all(root: Path, env: str) -> None:
                 _plot_curves(ax, runs, _label(lib, algo), colours[algo], style)
     ax.legend(loc="upper left", fontsize=8)
     name = env.lower()
-    _save(fig, lines, root / f"{name}-all-curves.png", root / f"{name}-all-summary.md")
+    save_report(fig, lines, root / f"{name}-all-curves.png", root / f"{name}-all-summary.md")

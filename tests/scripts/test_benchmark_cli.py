@@ -46,3 +46,69 @@ def test_bad_overrides_exit_2_with_one_line(args: list[str], message: str, tmp_p
     assert message in out.stderr.strip().splitlines()[-1]
     assert "Traceback" not in out.stderr
     assert not any(tmp_path.iterdir())
+
+
+# -- the optimizer benchmarks ------------------------------------------------------------------
+
+import benchmark_curves  # noqa: E402
+import benchmark_optim  # noqa: E402
+import torch  # noqa: E402
+
+
+def _fake_run(path: Path, evals: list[tuple[int, float, float]], step_s: list[float]) -> None:
+    path.mkdir(parents=True)
+    rows = ["step,time/train_s,eval/train_loss"] + [f"{s},{t},{loss}" for s, t, loss in evals]
+    (path / "evaluations.csv").write_text("\n".join(rows) + "\n")
+    rows = ["step,train/loss,time/step_s"] + [f"{i + 1},1.0,{t}" for i, t in enumerate(step_s)]
+    (path / "progress.csv").write_text("\n".join(rows) + "\n")
+
+
+def test_time_to_target_reads_runs_and_picks_the_best_rate(tmp_path: Path) -> None:
+    out = tmp_path / "curves"
+    fast, slow, never = benchmark_curves.SWEEP["adam"]
+    _fake_run(
+        benchmark_curves.logdir(out, "adam", fast),
+        [(0, 0, 900), (20, 2, 80), (40, 4, 50)],
+        [0.1] * 40,
+    )
+    _fake_run(
+        benchmark_curves.logdir(out, "adam", slow),
+        [(0, 0, 900), (20, 1, 84), (40, 3, 70)],
+        [0.05] * 40,
+    )
+    _fake_run(benchmark_curves.logdir(out, "adam", never), [(0, 0, 900), (40, 9, 100)], [0.2] * 40)
+    runs = [benchmark_curves.read_run(out, "adam", lr) for lr in (fast, slow, never)]
+    assert all(r is not None for r in runs)
+    assert runs[0].to_target(60) == (40, 4.0)
+    assert runs[1].to_target(60) is None
+    assert runs[0].ms_per_step == pytest.approx(100.0)
+    best = benchmark_curves.best_run(runs, target=85)  # both reach it at step 20: less time wins
+    assert best.lr == slow
+    assert benchmark_curves.best_run(runs, target=60).lr == fast
+    lines = benchmark_curves.report_lines({"adam": best}, {"adam": runs}, 60)
+    assert any("not reached" in line for line in lines)
+
+
+def test_curves_needs_a_target_and_known_optimizers(tmp_path: Path) -> None:
+    out = run_cli("--curves", "--out", str(tmp_path))
+    assert out.returncode == 2 and "--curves needs --target" in out.stderr.splitlines()[-1]
+    out = run_cli("--curves", "--target", "60", "--optims", "lbfgs", "--out", str(tmp_path))
+    assert (
+        out.returncode == 2 and "--optims takes kfac, shampoo, adam, sgd, got lbfgs" in out.stderr
+    )
+
+
+def test_state_bytes_counts_every_optimizer_tensor() -> None:
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    opt.step()
+    n_params = sum(p.numel() for p in model.parameters())
+    # exp_avg and exp_avg_sq per parameter, plus one float32 step counter per parameter
+    assert benchmark_optim.state_bytes(opt) == 4 * (2 * n_params + 2)
+
+
+def test_optim_step_rejects_a_partial_root_period() -> None:
+    out = run_cli("--optim-step", "--steps", "15")
+    assert out.returncode == 2
+    assert "--steps must be a multiple of the period 10, got 15" in out.stderr.splitlines()[-1]
