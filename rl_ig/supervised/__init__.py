@@ -11,6 +11,7 @@ from rl_ig.supervised.checkpoint import CheckpointError, load_checkpoint, save_c
 from rl_ig.supervised.curves import curves_autoencoder, curves_task, make_curves
 from rl_ig.supervised.defaults import DEFAULTS, TaskDefaults, task_defaults
 from rl_ig.supervised.digits import digits_cnn, digits_mlp, digits_split
+from rl_ig.supervised.fisher import TargetSampler
 from rl_ig.supervised.optimizers import OPTIMIZERS, make_optimizer, parse_overrides
 from rl_ig.supervised.parallel import DistContext, context_from_env
 from rl_ig.supervised.sampler import MinibatchSampler
@@ -30,6 +31,7 @@ __all__ = [
     "RunResult",
     "SupervisedRun",
     "Task",
+    "TargetSampler",
     "TaskDefaults",
     "TrainConfig",
     "context_from_env",

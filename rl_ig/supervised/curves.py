@@ -145,6 +145,16 @@ def reconstruction_loss(logits: Tensor, images: Tensor) -> Tensor:
     return bce / logits.shape[0]
 
 
+def sample_images(logits: Tensor, generator: torch.Generator) -> Tensor:
+    """Binary images drawn pixel by pixel from Bernoulli(sigmoid(logits)), the distribution
+    whose negative log-likelihood :func:`reconstruction_loss` is; ``(B, 784)`` of 0.0 and 1.0
+    in the dtype of ``logits``. ``generator`` must be on the device of ``logits``."""
+    uniform = torch.rand(
+        logits.shape, generator=generator, dtype=logits.dtype, device=logits.device
+    )
+    return (uniform < torch.sigmoid(logits)).to(logits.dtype)
+
+
 def reconstruction_metrics(logits: Tensor, images: Tensor) -> dict[str, Tensor]:
     """``squared_error``: ``Σ_pixels (sigmoid(logits) − x)²``, averaged over the batch (the
     error the K-FAC paper plots)."""
@@ -166,4 +176,5 @@ def curves_task(
         loss=reconstruction_loss,
         metrics=reconstruction_metrics,
         spec={"data_seed": data_seed, "n_train": n_train, "n_test": n_test, "init": init},
+        sample_targets=sample_images,
     )

@@ -9,15 +9,29 @@ cadence, and the learning rate and hyperparameters of each optimizer.
 
 Learning rates: Adam's 1e-3 (Kingma & Ba 2015); Shampoo's is the step size of its grafted Adam,
 hence also 1e-3; SGD (momentum 0.9) 0.05 on the mean losses, 1e-3 on the CURVES loss, which is
-a sum over 784 pixels and so has gradients hundreds of times larger. K-FAC takes lr 0.1. Its
-factors come from the minibatch loss gradients (the empirical Fisher), and on the digits MLP its
-first steps diverge at damping 1e-3 and 1e-2 unless the ``kl_clip=1e-3`` trust region of Ba et
-al. (2017) bounds them, hence ``damping=1e-2, kl_clip=1e-3`` on the mean losses. On CURVES the
-summed loss makes the factors hundreds of times larger, so the same clip binds on every step
-(150 steps of batch 500 ended at loss 254 against Adam's 124); ``damping=1`` without a clip
-reached 126. Shampoo on CURVES takes ``epsilon=1e-6`` (151 after those 150 steps, against 296
-with Distributed Shampoo's 1e-12). These are short checks of stability and early progress, not
-tuned values.
+a sum over 784 pixels and so has gradients hundreds of times larger.
+
+K-FAC uses the true Fisher by default (``fisher="sampled"``: factors from targets drawn from the
+model, see :mod:`rl_ig.supervised.optimizers`). On the mean losses it takes lr 0.1 with
+``damping=1e-2, kl_clip=1e-3``: without the trust region of Ba et al. (2017) its first steps on
+the digits MLP diverge at damping 1e-2 and 1e-3, with the sampled Fisher as with the empirical
+one. With that clip it reached 98.05% test accuracy on digits-mlp in the default 500 steps
+(Adam: 97.2%), a training loss of 0.28 after 25 steps (Adam: 1.78), and 97.5% on digits-cnn;
+on the teacher task, test MSE 0.093 after 300 steps (empirical Fisher 0.114, Adam 0.209).
+
+On CURVES, whose summed loss makes the factors hundreds of times larger, K-FAC takes lr 1 with
+``damping=0.1, kl_clip=0.1``; the clip binds on every step (it scaled the step by 0.07 in the
+median), so it, not lr, sets the step length. In 200 steps of batch 500 the runs that do not
+diverge first reach the plateau of the mean image (training loss about 125); from there, the
+training loss at step 200 was 101.9 with this setting (127 after 25 steps, 116.5 after 100),
+against Adam's 117.7 (141, 125.6). ``kl_clip=0.03`` gave 101.5, ``damping=1e-2, kl_clip=0.1``
+101.5, and ``damping=1e-2, kl_clip=1e-2`` 94.3 but slower at first (142 after 25 steps);
+``kl_clip=0.3`` gave 107.4. Without a clip, damping 1 at lr 0.1 gave 121.0 and every other
+damping and lr (damping 1e-2 or 0.1, lr 0.1 to 1; damping 1 at lr 0.3 or 1) stayed on the
+plateau or diverged. With batch 1000 the setting reached 98.2 against Adam's 114.7. (The
+empirical Fisher at damping 1 and lr 0.1 stayed at 126.2.) Shampoo on CURVES takes
+``epsilon=1e-6`` (151 after 150 steps of batch 500, against 296 with Distributed Shampoo's
+1e-12). These are short checks of stability and early progress with one seed, not tuned values.
 """
 
 from __future__ import annotations
@@ -49,8 +63,8 @@ DEFAULTS: dict[str, TaskDefaults] = {
         batch_size=1000,
         steps=2000,
         eval_every=100,
-        lr={**_MEAN_LOSS_LR, "sgd": 1e-3},
-        hp={"kfac": {"damping": 1.0}, "shampoo": {"epsilon": 1e-6}},
+        lr={**_MEAN_LOSS_LR, "kfac": 1.0, "sgd": 1e-3},
+        hp={"kfac": {"damping": 0.1, "kl_clip": 0.1}, "shampoo": {"epsilon": 1e-6}},
     ),
     "digits-mlp": TaskDefaults(batch_size=128, steps=500, eval_every=50, lr=_MEAN_LOSS_LR),
     "digits-cnn": TaskDefaults(batch_size=128, steps=500, eval_every=50, lr=_MEAN_LOSS_LR),

@@ -60,6 +60,19 @@ def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     return F.cross_entropy(logits, labels)
 
 
+def sample_labels(logits: Tensor, generator: torch.Generator) -> Tensor:
+    """Class indices ``(B,)`` int64 drawn from softmax(logits), the distribution whose negative
+    log-likelihood :func:`cross_entropy` is (Gumbel-max: the arg-max of ``logits`` plus
+    standard Gumbel noise, one uniform draw per logit). ``generator`` must be on the device of
+    ``logits``."""
+    uniform = torch.rand(
+        logits.shape, generator=generator, dtype=logits.dtype, device=logits.device
+    )
+    tiny = torch.finfo(logits.dtype).tiny
+    gumbel = -torch.log(-torch.log(uniform.clamp_(min=tiny)))
+    return (logits.detach() + gumbel).argmax(dim=1)
+
+
 def accuracy(logits: Tensor, labels: Tensor) -> dict[str, Tensor]:
     """``accuracy``: the fraction of the batch whose arg-max logit is the label."""
     return {"accuracy": (logits.argmax(dim=1) == labels).float().mean()}
@@ -75,6 +88,7 @@ def _digits_task(name: str, build: Callable[[], nn.Module], data_seed: int) -> T
         loss=cross_entropy,
         metrics=accuracy,
         spec={"data_seed": data_seed, "test_fraction": TEST_FRACTION},
+        sample_targets=sample_labels,
     )
 
 

@@ -3,6 +3,19 @@
 ``make_optimizer("kfac", model, lr, {"damping": 1e-2})`` builds ``rl_ig.optim.KFAC(model, ...)``;
 ``shampoo``, ``adam`` and ``sgd`` are built on ``model.parameters()``. SGD is
 ``torch.optim.SGD`` with heavy-ball momentum 0.9 unless ``momentum`` is given.
+
+K-FAC takes one setting of its own here, ``fisher``, which picks the curvature its factors
+estimate and is not a ``KFAC`` argument:
+
+* ``"sampled"`` (the default): the true Fisher of Martens & Grosse (2015, §5), from the
+  gradients of the loss on targets drawn from the model's predictive distribution
+  (:data:`~rl_ig.supervised.task.SampleTargets`). ``KFAC`` is built with
+  ``capture="explicit"`` and the training loop runs that extra backward pass inside
+  ``capture_factors()`` on the steps whose factors are due.
+* ``"empirical"``: the factors come from the gradients of the minibatch loss itself
+  (``capture="auto"``).
+
+``capture`` follows from ``fisher`` and cannot be set on its own.
 """
 
 from __future__ import annotations
@@ -22,10 +35,16 @@ from torch.optim import Optimizer
 from rl_ig.optim import KFAC, Adam, Shampoo
 
 SGD_MOMENTUM = 0.9
+FISHER_ESTIMATES = ("sampled", "empirical")
+"""The values of K-FAC's ``fisher`` setting (see the module docstring)."""
+DEFAULT_FISHER = "sampled"
+_CAPTURE = {"sampled": "explicit", "empirical": "auto"}
 
 
 def _kfac(model: nn.Module, lr: float, hp: Mapping[str, Any]) -> Optimizer:
-    return KFAC(model, lr=lr, **hp)
+    kwargs = dict(hp)
+    fisher = kwargs.pop("fisher", DEFAULT_FISHER)
+    return KFAC(model, lr=lr, capture=_CAPTURE[fisher], **kwargs)
 
 
 def _shampoo(model: nn.Module, lr: float, hp: Mapping[str, Any]) -> Optimizer:
@@ -73,7 +92,23 @@ def hyperparameter_defaults(name: str) -> dict[str, Any]:
     }
     if name == "sgd":
         out["momentum"] = SGD_MOMENTUM
+    if name == "kfac":
+        del out["capture"]
+        out["fisher"] = DEFAULT_FISHER
     return out
+
+
+def kfac_fisher(name: str, hp: Mapping[str, Any]) -> str | None:
+    """The Fisher estimate (``"sampled"`` or ``"empirical"``) that optimizer ``name`` with
+    ``hp`` uses; None for optimizers other than K-FAC."""
+    return str(hp.get("fisher", DEFAULT_FISHER)) if name == "kfac" else None
+
+
+def resolved_hyperparameters(name: str, hp: Mapping[str, Any]) -> dict[str, Any]:
+    """``hp`` with the settings that are not K-FAC arguments filled in (``fisher`` for K-FAC),
+    so that a run's record says which Fisher it used."""
+    fisher = kfac_fisher(name, hp)
+    return {**hp, "fisher": fisher} if fisher is not None else dict(hp)
 
 
 def _is_real(value: Any) -> bool:
@@ -91,6 +126,17 @@ def check_hyperparameters(name: str, hp: Mapping[str, Any]) -> None:
     for key, value in hp.items():
         if key == "lr":
             raise ValueError(f"set the learning rate with --lr, not --hp lr={value!r}")
+        if key == "fisher" and name != "kfac":
+            raise ValueError(f"hyperparameter fisher applies to optim kfac only, not {name}")
+        if key == "capture" and name == "kfac":
+            raise ValueError(
+                "hyperparameter capture of optim kfac follows from fisher (sampled: explicit, "
+                "empirical: auto); pass --hp fisher=sampled or --hp fisher=empirical"
+            )
+        if key == "fisher" and value not in FISHER_ESTIMATES:
+            raise ValueError(
+                f"hyperparameter fisher must be 'sampled' or 'empirical', got {value!r}"
+            )
         if key not in defaults:
             close = difflib.get_close_matches(key, list(defaults), n=1)
             hint = f"; did you mean {close[0]}?" if close else ""

@@ -11,6 +11,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from rl_ig.supervised.checkpoint import CheckpointError
+from rl_ig.supervised.fisher import TargetSampler
 from rl_ig.supervised.sampler import MinibatchSampler
 
 META_KEYS = ("task", "task_spec", "optim", "lr", "hp", "seed", "batch_size", "step")
@@ -51,9 +52,13 @@ def check_resume(meta: Mapping[str, Any], path: str, wanted: Mapping[str, Any], 
             f"checkpoint {path} was trained on {meta['task']} data {meta['task_spec']}, not "
             f"{wanted['task_spec']}; resume with the data it was trained on"
         )
-    if _plain(meta["hp"]) != _plain(wanted["hp"]):
+    saved_hp = dict(meta["hp"])
+    if meta["optim"] == "kfac":
+        # K-FAC checkpoints that do not name their Fisher were all trained with the empirical one.
+        saved_hp.setdefault("fisher", "empirical")
+    if _plain(saved_hp) != _plain(wanted["hp"]):
         raise ValueError(
-            f"checkpoint {path} was trained with hyperparameters {meta['hp']}, not "
+            f"checkpoint {path} was trained with hyperparameters {saved_hp}, not "
             f"{wanted['hp']}; resume with the --hp it was trained with"
         )
     if meta["step"] >= steps:
@@ -64,16 +69,23 @@ def check_resume(meta: Mapping[str, Any], path: str, wanted: Mapping[str, Any], 
 
 
 def training_state(
-    model: nn.Module, optimizer: Optimizer, sampler: MinibatchSampler
+    model: nn.Module,
+    optimizer: Optimizer,
+    sampler: MinibatchSampler,
+    target_sampler: TargetSampler | None = None,
 ) -> dict[str, Any]:
     """Everything that makes a resumed run continue bit for bit: parameters, optimizer state,
-    the sampler's generator and position, and the global CPU RNG."""
-    return {
+    the sampler's generator and position, the global CPU RNG and, for K-FAC with the sampled
+    Fisher, the generator of the sampled targets."""
+    state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "sampler": sampler.state_dict(),
         "torch_rng": torch.get_rng_state(),
     }
+    if target_sampler is not None:
+        state["target_sampler"] = target_sampler.state_dict()
+    return state
 
 
 def restore_training_state(
@@ -82,6 +94,7 @@ def restore_training_state(
     model: nn.Module,
     optimizer: Optimizer,
     sampler: MinibatchSampler,
+    target_sampler: TargetSampler | None = None,
 ) -> None:
     """Load :func:`training_state` back into freshly built objects.
 
@@ -93,6 +106,8 @@ def restore_training_state(
         optimizer.load_state_dict(state["optimizer"])
         sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["torch_rng"])
+        if target_sampler is not None:
+            target_sampler.load_state_dict(state["target_sampler"])
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         first = " ".join(str(exc).split())[:200]
         raise CheckpointError(

@@ -16,6 +16,18 @@ Metrics = Callable[[Tensor, Tensor], dict[str, Tensor]]
 """``metrics(outputs, targets)``: named scalars, each a mean over the batch of per-example values
 (so that means over chunks, weighted by chunk size, give the mean over a whole data set)."""
 
+SampleTargets = Callable[[Tensor, torch.Generator], Tensor]
+"""``sample_targets(outputs, generator)``: targets drawn from the model's predictive
+distribution, the one whose negative log-likelihood the task's loss is, shaped and typed as the
+loss expects its targets. With targets drawn this way the loss gradients give the true Fisher
+(Martens & Grosse 2015, §5) instead of the empirical one.
+
+Contract: the random numbers drawn from ``generator`` depend only on the shape, dtype and device
+of ``outputs``, never on its values, and row ``i`` of the result depends only on row ``i`` of
+``outputs`` and row ``i`` of those draws. Then rows can be sampled as part of any larger tensor
+and give the same result, which is how the ranks of a data-parallel run draw exactly the targets
+that one process would draw for the whole batch."""
+
 ModelT = TypeVar("ModelT", bound=nn.Module)
 
 EVAL_CHUNK = 4096
@@ -54,6 +66,9 @@ class Task:
         metrics: see :data:`Metrics`.
         spec: how the data was built (JSON-serialisable), so a checkpoint can tell whether it
             belongs to the same task.
+        sample_targets: see :data:`SampleTargets`; None if the loss is not the negative
+            log-likelihood of a distribution that can be sampled (then K-FAC can only use the
+            empirical Fisher).
     """
 
     name: str
@@ -63,6 +78,7 @@ class Task:
     loss: Loss
     metrics: Metrics
     spec: Mapping[str, Any] = field(default_factory=dict)
+    sample_targets: SampleTargets | None = None
 
     def to(self, device: torch.device | str) -> Task:
         """This task with its data on ``device``."""
@@ -74,6 +90,7 @@ class Task:
             self.loss,
             self.metrics,
             self.spec,
+            self.sample_targets,
         )
 
 

@@ -74,6 +74,32 @@ def mse(outputs: Tensor, targets: Tensor) -> Tensor:
     return F.mse_loss(outputs, targets)
 
 
+def predictive_variance(out_dim: int) -> float:
+    """The variance ``σ² = out_dim / 2`` of the Gaussian ``N(f, σ²I)`` whose negative
+    log-likelihood is :func:`mse`'s per-example loss up to a constant.
+
+    Per example, :func:`mse` is ``(1/K) Σ_k (y_k − f_k)²`` with ``K = out_dim`` (a mean over the
+    outputs), and ``−log N(y; f, σ²I) = Σ_k (y_k − f_k)² / (2σ²) + const``; the two agree for
+    ``2σ² = K``. (With one output this is the familiar ``N(f, ½)`` of an unhalved squared error;
+    a halved one, ``½(y − f)²``, would be ``N(f, 1)``.) At this scale the Fisher of targets drawn
+    from it equals the loss's Hessian in the outputs, ``(2/K)·I``, so the sampled-Fisher
+    factors are the Gauss-Newton ones. Another ``σ²`` would multiply the Fisher by
+    ``σ²·4/K²``, which K-FAC would see as the damping and learning rate divided by that factor.
+    """
+    return out_dim / 2
+
+
+def sample_noisy_outputs(outputs: Tensor, generator: torch.Generator) -> Tensor:
+    """``outputs + N(0, σ²I)`` with ``σ² =`` :func:`predictive_variance` of the last dimension:
+    targets from the Gaussian whose negative log-likelihood :func:`mse` is. ``generator`` must
+    be on the device of ``outputs``."""
+    std = math.sqrt(predictive_variance(outputs.shape[-1]))
+    noise = torch.randn(
+        outputs.shape, generator=generator, dtype=outputs.dtype, device=outputs.device
+    )
+    return outputs.detach() + std * noise
+
+
 def teacher_task(
     data_seed: int = 0,
     *,
@@ -107,4 +133,5 @@ def teacher_task(
             "n_train": n_train,
             "n_test": n_test,
         },
+        sample_targets=sample_noisy_outputs,
     )

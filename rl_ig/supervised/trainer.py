@@ -20,6 +20,12 @@ Under ``torchrun`` every rank builds the same model and sampler, takes its ``1/w
 of each global batch, and trains ``DistributedDataParallel(model)`` (gradients averaged across
 ranks in ``backward``); the optimizer is built on the unwrapped model. Ranks agree on Ctrl-C at
 every step, so they stop together.
+
+K-FAC with ``fisher="sampled"`` (the default; see :mod:`rl_ig.supervised.optimizers`) reads its
+factors from a second backward pass that shares the step's forward: on the steps whose factors
+are due, the forward runs inside ``capture_factors()`` and the loss on targets drawn from the
+model's predictive distribution (:class:`~rl_ig.supervised.fisher.TargetSampler`) is
+differentiated there before the real loss is.
 """
 
 from __future__ import annotations
@@ -40,8 +46,15 @@ from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
+from rl_ig.optim import KFAC
 from rl_ig.supervised.checkpoint import load_checkpoint, save_checkpoint
-from rl_ig.supervised.optimizers import check_optimizer_name, make_optimizer
+from rl_ig.supervised.fisher import TargetSampler
+from rl_ig.supervised.optimizers import (
+    check_optimizer_name,
+    kfac_fisher,
+    make_optimizer,
+    resolved_hyperparameters,
+)
 from rl_ig.supervised.outputs import CsvLog, RunPaths, write_json
 from rl_ig.supervised.parallel import (
     DistContext,
@@ -64,7 +77,8 @@ class TrainConfig:
     Attributes:
         optim: ``kfac``, ``shampoo``, ``adam`` or ``sgd``.
         lr: learning rate > 0.
-        hp: the optimizer's other keyword arguments.
+        hp: the optimizer's other keyword arguments (for K-FAC also ``fisher``, see
+            :mod:`rl_ig.supervised.optimizers`).
         steps: optimizer steps to reach (counting those a resumed checkpoint already has).
         batch_size: global minibatch size (split evenly over the ranks).
         logdir: output directory (see :class:`~rl_ig.supervised.outputs.RunPaths`).
@@ -174,6 +188,7 @@ class SupervisedRun:
         init_process_group(self.ctx, self.device)
         self.model = task.make_model(config.seed).to(self.device)
         self.optimizer = make_optimizer(config.optim, self.model, config.lr, config.hp)
+        self.target_sampler = self._make_target_sampler()
         self.paths = RunPaths(Path(config.logdir))
         self.step, self.train_time_s = 0, 0.0
         self.resumed_from = str(resume) if resume is not None else None
@@ -187,6 +202,24 @@ class SupervisedRun:
 
     # ------------------------------------------------------------------ setup
 
+    def _make_target_sampler(self) -> TargetSampler | None:
+        """The sampler of K-FAC's sampled-Fisher targets; None for other Fisher estimates and
+        optimizers."""
+        if kfac_fisher(self.config.optim, self.config.hp) != "sampled":
+            return None
+        if self.task.sample_targets is None:
+            raise ValueError(
+                f"task {self.task.name} has no predictive distribution to sample targets from, "
+                "so K-FAC cannot use the sampled Fisher; pass --hp fisher=empirical"
+            )
+        return TargetSampler(
+            self.task.sample_targets,
+            self.config.seed,
+            self.device,
+            rank=self.ctx.rank,
+            world_size=self.ctx.world_size,
+        )
+
     def meta(self) -> dict[str, Any]:
         """What identifies this run in a checkpoint (and what resuming checks)."""
         cfg = self.config
@@ -195,7 +228,7 @@ class SupervisedRun:
             "task_spec": dict(self.task.spec),
             "optim": cfg.optim,
             "lr": cfg.lr,
-            "hp": dict(cfg.hp),
+            "hp": resolved_hyperparameters(cfg.optim, cfg.hp),
             "seed": cfg.seed,
             "batch_size": cfg.batch_size,
             "step": self.step,
@@ -206,7 +239,9 @@ class SupervisedRun:
     def _restore(self, path: str) -> None:
         meta, state = load_checkpoint(path)
         check_resume(meta, path, self.meta(), self.config.steps)
-        restore_training_state(state, path, self.model, self.optimizer, self.sampler)
+        restore_training_state(
+            state, path, self.model, self.optimizer, self.sampler, self.target_sampler
+        )
         self.step = int(meta["step"])
         self.train_time_s = float(meta.get("train_time_s", 0.0))
 
@@ -216,7 +251,7 @@ class SupervisedRun:
         Under ``torchrun`` every rank must call it: each builds the state (an optimizer that
         shards its state across ranks gathers it in ``state_dict()``), rank 0 writes it.
         """
-        state = training_state(self.model, self.optimizer, self.sampler)
+        state = training_state(self.model, self.optimizer, self.sampler, self.target_sampler)
         if self.ctx.is_main:
             save_checkpoint(path, self.meta(), state)
 
@@ -285,10 +320,37 @@ class SupervisedRun:
         inputs, targets = self.task.train.inputs[index], self.task.train.targets[index]
         self.net.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.task.loss(self.net(inputs), targets)
+        if self.target_sampler is None:
+            loss = self.task.loss(self.net(inputs), targets)
+        else:
+            loss = self._loss_after_sampled_fisher(inputs, targets, self.target_sampler)
         loss.backward()
         self.optimizer.step()
         return loss.detach()
+
+    def _loss_after_sampled_fisher(
+        self, inputs: Tensor, targets: Tensor, target_sampler: TargetSampler
+    ) -> Tensor:
+        """The minibatch loss, from a forward run inside K-FAC's ``capture_factors()``; on the
+        steps whose factors are due, the loss on sampled targets is differentiated there first,
+        so that K-FAC records ``A`` and ``G`` from it.
+
+        That backward is ``torch.autograd.grad`` with respect to the parameters, whose result
+        is dropped: it leaves ``.grad`` alone and does not fire DDP's gradient hooks, so the
+        backward of the real loss is the one DDP all-reduces. (``ddp.no_sync()`` around the
+        sampled backward alone would not do: DDP decides in the forward whether the next
+        backward synchronises, so the sampled backward would all-reduce and the real one not.)
+        """
+        optimizer = self.optimizer
+        assert isinstance(optimizer, KFAC)
+        with optimizer.capture_factors():
+            outputs = self.net(inputs)
+            if optimizer.factors_due:
+                sampled = target_sampler.sample(outputs)
+                params = [p for p in self.model.parameters() if p.requires_grad]
+                fisher_loss = self.task.loss(outputs, sampled)
+                torch.autograd.grad(fisher_loss, params, retain_graph=True, allow_unused=True)
+        return self.task.loss(outputs, targets)
 
     # ------------------------------------------------------------------ outputs
 

@@ -106,7 +106,13 @@ def test_short_run_writes_csv_tensorboard_checkpoints_and_summary(base_run: Base
 
     checkpoint = torch.load(logdir / "checkpoint.pt", weights_only=True)
     assert json.loads(checkpoint["meta"])["step"] == 30
-    assert set(checkpoint["state"]) == {"model", "optimizer", "sampler", "torch_rng"}
+    assert set(checkpoint["state"]) == {
+        "model",
+        "optimizer",
+        "sampler",
+        "torch_rng",
+        "target_sampler",  # K-FAC's sampled Fisher (the default) draws its targets from it
+    }
     summary = json.loads((logdir / "run_summary.json").read_text())
     assert (summary["task"], summary["optim"], summary["status"]) == (
         "digits-mlp",
@@ -114,7 +120,8 @@ def test_short_run_writes_csv_tensorboard_checkpoints_and_summary(base_run: Base
         "completed",
     )
     assert (summary["step"], summary["batch_size"], summary["world_size"]) == (30, 32, 1)
-    assert summary["lr"] == 0.1 and summary["hp"] == {"damping": 0.01, "kl_clip": 0.001}
+    assert summary["lr"] == 0.1
+    assert summary["hp"] == {"damping": 0.01, "kl_clip": 0.001, "fisher": "sampled"}
     assert summary["final_eval"]["eval/test_loss"] == pytest.approx(
         float(evaluations[-1]["eval/test_loss"])
     )
@@ -140,6 +147,15 @@ ERROR_CASES: dict[str, tuple[list[str], str]] = {
     "hp unknown": (["--hp", "dampng=1"], "unknown hyperparameter 'dampng' for optim kfac"),
     "hp wrong type": (["--hp", "damping=big"], "hyperparameter damping must be a number"),
     "kfac damping zero": (["--hp", "damping=0"], "damping must be a finite number > 0, got 0"),
+    "fisher for adam": (
+        ["--optim", "adam", "--hp", "fisher=sampled"],
+        "hyperparameter fisher applies to optim kfac only, not adam",
+    ),
+    "fisher unknown": (
+        ["--hp", "fisher=true"],
+        "hyperparameter fisher must be 'sampled' or 'empirical', got True",
+    ),
+    "kfac capture": (["--hp", "capture=auto"], "hyperparameter capture of optim kfac follows"),
     "shampoo epsilon zero": (
         ["--optim", "shampoo", "--hp", "epsilon=0"],
         "epsilon must be a finite number > 0, got 0",
@@ -208,7 +224,7 @@ def _main_in_process(
 
 def test_bad_input_from_the_command_line_is_one_line_error(bad_files: Path) -> None:
     """A few cases end to end, in parallel: exit status and stderr of the real process."""
-    cases = ("shampoo epsilon zero", "foreign checkpoint")
+    cases = ("shampoo epsilon zero", "fisher for adam", "foreign checkpoint")
     procs = {case: _start(_error_args(case, bad_files)) for case in cases}
     for case, proc in procs.items():
         _assert_one_line_error(_wait(proc), ERROR_CASES[case][1])
@@ -243,7 +259,8 @@ def test_batch_not_divisible_by_the_world_size_is_one_line_error(
         (["--batch-size", "64"], "trained with batch_size 32, not 64; pass --batch-size 32"),
         (
             ["--hp", "damping=0.1"],
-            "trained with hyperparameters {'damping': 0.01, 'kl_clip': 0.001}",
+            "trained with hyperparameters {'damping': 0.01, 'kl_clip': 0.001, 'fisher': "
+            "'sampled'}, not {'damping': 0.1, 'kl_clip': 0.001, 'fisher': 'sampled'}",
         ),
         (["--data-seed", "1"], "trained on digits-mlp data {'data_seed': 0"),
         (
@@ -313,18 +330,29 @@ def test_ctrl_c_saves_a_checkpoint_exits_0_and_the_run_resumes(tmp_path: Path) -
     not (dist.is_available() and dist.is_gloo_available()),
     reason="needs torch.distributed with gloo",
 )
+@pytest.mark.parametrize(
+    ("optim", "lr", "hp"),
+    [
+        ("adam", 1e-3, {}),
+        # K-FAC with the sampled Fisher: a second backward per step that DDP must not reduce,
+        # and targets that the two ranks must draw as one process does.
+        ("kfac", 0.1, {"damping": 0.01, "kl_clip": 0.001, "fisher": "sampled"}),
+    ],
+    ids=["adam", "kfac-sampled"],
+)
 def test_two_processes_under_torchrun_match_one_process_with_the_same_global_batch(
-    tmp_path: Path,
+    tmp_path: Path, optim: str, lr: float, hp: dict[str, object]
 ) -> None:
     args = [
-        *("--task", "digits-mlp", "--optim", "adam", "--lr", "1e-3", "--batch-size", "64"),
+        *("--task", "digits-mlp", "--optim", optim, "--lr", str(lr), "--batch-size", "64"),
         *("--steps", "20", "--eval-every", "10", "--save-every", "0", "--no-progress"),
+        *(arg for key, value in hp.items() for arg in ("--hp", f"{key}={value}")),
     ]
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
     two = _start([*args, "--logdir", str(tmp_path / "two")], launcher=torchrun)
     # The one-process reference runs here meanwhile (cheaper than another interpreter).
     config = TrainConfig(
-        optim="adam", lr=1e-3, steps=20, batch_size=64, logdir=tmp_path / "one", progress=False
+        optim=optim, lr=lr, hp=hp, steps=20, batch_size=64, logdir=tmp_path / "one", progress=False
     )
     one = SupervisedRun(make_task("digits-mlp"), config).run()
     result = _wait(two)

@@ -14,6 +14,7 @@ from rl_ig.supervised.optimizers import (
     hyperparameter_defaults,
     make_optimizer,
     parse_override,
+    resolved_hyperparameters,
 )
 from rl_ig.supervised.task import Task
 from rl_ig.supervised.tasks import TASKS, make_task
@@ -46,7 +47,9 @@ def test_every_optimizer_trains_every_parameter_of_every_task(
 ) -> None:
     task = tiny_tasks[task_name]
     model = task.make_model(0)
-    hp = {"damping": 1e-2, "kl_clip": 1e-3} if optim == "kfac" else {}
+    # A plain loop: K-FAC reads its factors from this loss's own backward (the empirical Fisher;
+    # the sampled one needs the training loop's capture, see test_sampled_fisher.py).
+    hp = {"damping": 1e-2, "kl_clip": 1e-3, "fisher": "empirical"} if optim == "kfac" else {}
     opt = make_optimizer(optim, model, 1e-3, hp)
     before = [p.detach().clone() for p in model.parameters()]
     x, y = task.train.head(16)
@@ -80,6 +83,25 @@ def test_optimizers_are_the_rl_ig_classes_with_overrides_applied() -> None:
     assert hyperparameter_defaults("sgd")["momentum"] == 0.9
 
 
+def test_kfac_fisher_setting_picks_the_capture_mode() -> None:
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    default = make_optimizer("kfac", model, 0.1)
+    sampled = make_optimizer("kfac", model, 0.1, {"fisher": "sampled"})
+    empirical = make_optimizer("kfac", model, 0.1, {"fisher": "empirical", "damping": 0.1})
+
+    assert isinstance(default, KFAC) and isinstance(sampled, KFAC) and isinstance(empirical, KFAC)
+    assert default.config.capture == sampled.config.capture == "explicit"
+    assert empirical.config.capture == "auto" and empirical.param_groups[0]["damping"] == 0.1
+    defaults = hyperparameter_defaults("kfac")
+    assert defaults["fisher"] == "sampled" and "capture" not in defaults
+    assert "fisher" not in hyperparameter_defaults("adam")
+    assert resolved_hyperparameters("kfac", {"damping": 0.1}) == {
+        "damping": 0.1,
+        "fisher": "sampled",
+    }
+    assert resolved_hyperparameters("adam", {"eps": 1e-5}) == {"eps": 1e-5}
+
+
 BAD_HP = [
     (
         "kfac",
@@ -98,6 +120,15 @@ BAD_HP = [
     ("adam", {"amsgrad": "yes"}, "hyperparameter amsgrad must be true or false, got 'yes'"),
     ("sgd", {"momentum": "fast"}, "hyperparameter momentum must be a number, got 'fast'"),
     ("sgd", {"lr": 0.1}, "set the learning rate with --lr, not --hp lr=0.1"),
+    ("adam", {"fisher": "sampled"}, "hyperparameter fisher applies to optim kfac only, not adam"),
+    ("shampoo", {"fisher": "empirical"}, "hyperparameter fisher applies to optim kfac only"),
+    (
+        "kfac",
+        {"fisher": "true"},
+        "hyperparameter fisher must be 'sampled' or 'empirical', got 'true'",
+    ),
+    ("kfac", {"fisher": None}, "hyperparameter fisher must be 'sampled' or 'empirical', got None"),
+    ("kfac", {"capture": "auto"}, "hyperparameter capture of optim kfac follows from fisher"),
 ]
 
 

@@ -35,11 +35,13 @@ def task() -> Task:
     return teacher_task(0, n_train=200, n_test=32)
 
 
-def _config(optim: str, steps: int, logdir: Path, **kw: Any) -> TrainConfig:
+def _config(
+    optim: str, steps: int, logdir: Path, hp: dict[str, Any] | None = None, **kw: Any
+) -> TrainConfig:
     return TrainConfig(
         optim=optim,
         lr=LR[optim],
-        hp=HP[optim],
+        hp={**HP[optim], **(hp or {})},
         steps=steps,
         batch_size=48,  # 200 = 4 batches of 48 + 8 dropped: epochs turn over before step K
         logdir=logdir,
@@ -55,14 +57,26 @@ def _losses(logdir: Path) -> dict[int, str]:
         return {int(row["step"]): row["train/loss"] for row in csv.DictReader(f)}
 
 
-@pytest.mark.parametrize("optim", ["adam", "kfac", "shampoo", "sgd"])
+@pytest.mark.parametrize(
+    ("optim", "hp"),
+    [
+        ("adam", {}),
+        ("kfac", {"fisher": "sampled"}),
+        ("kfac", {"fisher": "empirical"}),
+        ("shampoo", {}),
+        ("sgd", {}),
+    ],
+    ids=["adam", "kfac-sampled", "kfac-empirical", "shampoo", "sgd"],
+)
 def test_resumed_run_equals_an_uninterrupted_one_bit_for_bit(
-    task: Task, tmp_path: Path, optim: str
+    task: Task, tmp_path: Path, optim: str, hp: dict[str, Any]
 ) -> None:
-    straight = SupervisedRun(task, _config(optim, 2 * K, tmp_path / "straight")).run()
-    first = SupervisedRun(task, _config(optim, K, tmp_path / "split")).run()
+    straight = SupervisedRun(task, _config(optim, 2 * K, tmp_path / "straight", hp)).run()
+    first = SupervisedRun(task, _config(optim, K, tmp_path / "split", hp)).run()
     checkpoint = first.paths.final_model
-    second = SupervisedRun(task, _config(optim, 2 * K, tmp_path / "split"), resume=checkpoint).run()
+    second = SupervisedRun(
+        task, _config(optim, 2 * K, tmp_path / "split", hp), resume=checkpoint
+    ).run()
 
     assert (first.step, second.step, straight.step) == (K, 2 * K, 2 * K)
     _, a = load_checkpoint(straight.paths.final_model)
@@ -70,6 +84,10 @@ def test_resumed_run_equals_an_uninterrupted_one_bit_for_bit(
     for name, value in a["model"].items():
         assert torch.equal(value, b["model"][name]), name
     assert torch.equal(a["sampler"]["permutation"], b["sampler"]["permutation"])
+    # K-FAC's sampled Fisher draws its targets from a generator the checkpoint carries.
+    assert ("target_sampler" in a) == (hp.get("fisher") == "sampled")
+    if "target_sampler" in a:
+        assert torch.equal(a["target_sampler"]["generator"], b["target_sampler"]["generator"])
     # The logged minibatch losses agree step by step, before and after the resume.
     assert _losses(tmp_path / "split") == _losses(tmp_path / "straight")
     summary = json.loads(second.paths.summary.read_text())
@@ -92,6 +110,27 @@ def test_resume_refuses_a_checkpoint_of_another_run(task: Task, tmp_path: Path) 
     other_data = teacher_task(1, n_train=200, n_test=32)
     with pytest.raises(ValueError, match="trained on teacher data"):
         SupervisedRun(other_data, _config("adam", 2 * K, tmp_path), resume=done)
+
+
+def test_kfac_checkpoints_record_their_fisher_and_older_ones_count_as_empirical(
+    task: Task, tmp_path: Path
+) -> None:
+    sampled = SupervisedRun(task, _config("kfac", K, tmp_path / "s")).run().paths.final_model
+    with pytest.raises(ValueError, match="'fisher': 'sampled'}, not .*'fisher': 'empirical'}"):
+        SupervisedRun(
+            task, _config("kfac", 2 * K, tmp_path, {"fisher": "empirical"}), resume=sampled
+        )
+
+    # A checkpoint whose hp does not name the Fisher was trained with the empirical one.
+    empirical = _config("kfac", K, tmp_path / "e", {"fisher": "empirical"})
+    path = SupervisedRun(task, empirical).run().paths.final_model
+    meta, state = load_checkpoint(path)
+    meta["hp"].pop("fisher")
+    save_checkpoint(path, meta, state)
+    with pytest.raises(ValueError, match="'fisher': 'empirical'}, not .*'fisher': 'sampled'}"):
+        SupervisedRun(task, _config("kfac", 2 * K, tmp_path), resume=path)
+    resumed = _config("kfac", 2 * K, tmp_path / "e", {"fisher": "empirical"})
+    assert SupervisedRun(task, resumed, resume=path).run().step == 2 * K
 
 
 def test_foreign_and_agent_checkpoints_are_refused(tmp_path: Path) -> None:
