@@ -7,83 +7,33 @@ metadata as a JSON string (here with ``"kind": "supervised"``) and a nested dict
 
 from __future__ import annotations
 
-import json
 import os
-import pickle
-import tempfile
-import zipfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
+from rl_ig import checkpoint
+from rl_ig.checkpoint import CheckpointError, atomic_write
 
-FORMAT = "rl-ig-checkpoint"
-VERSION = 1
+__all__ = ["KIND", "CheckpointError", "atomic_write", "load_checkpoint", "save_checkpoint"]
+
 KIND = "supervised"
-
-
-class CheckpointError(ValueError):
-    """A file that is missing, unreadable, corrupt or not a supervised rl-ig checkpoint."""
-
-
-def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers see the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(
     path: str | os.PathLike[str], meta: dict[str, Any], state: dict[str, Any]
 ) -> Path:
     """Write ``meta`` (JSON-serialisable; ``kind`` is added) and ``state`` to ``path``."""
-    path = Path(path)
-    payload = {
-        "format": FORMAT,
-        "version": VERSION,
-        "meta": json.dumps({"kind": KIND, **meta}),
-        "state": state,
-    }
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
-    return path
+    return checkpoint.save_checkpoint(path, {"kind": KIND, **meta}, state)
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Read a checkpoint written by :func:`save_checkpoint`: ``(meta, state)``.
+    """Read a supervised checkpoint: ``(meta, state)``.
 
     Raises:
-        CheckpointError: one line naming the file and the problem.
+        CheckpointError: one line naming the file and the problem (including an RL agent's
+            checkpoint given where a supervised one is expected).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; check the path")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError):
-        raise CheckpointError(
-            f"{path} is not a readable rl-ig checkpoint (corrupt, truncated, or a file that "
-            "would need to run code to load); use a checkpoint written by rl-ig"
-        ) from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path} is not an rl-ig checkpoint (a foreign file); use one written by rl-ig"
-        )
-    if payload.get("version") != VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint version {payload.get('version')!r}, this rl-ig reads "
-            f"version {VERSION}; use the rl-ig release that wrote it"
-        )
-    try:
-        meta, state = json.loads(payload["meta"]), payload["state"]
-    except (KeyError, TypeError, json.JSONDecodeError):
-        raise CheckpointError(f"{path} is a damaged rl-ig checkpoint (bad metadata)") from None
+    meta, state = checkpoint.load_checkpoint(path)
     if not isinstance(meta, dict) or not isinstance(state, dict):
         raise CheckpointError(f"{path} is a damaged rl-ig checkpoint (bad metadata)")
     if meta.get("kind") != KIND:
