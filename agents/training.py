@@ -16,16 +16,10 @@ a second Ctrl-C aborts at once without saving (the update it interrupts may be h
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import dataclasses
-import json
 import math
-import signal
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +31,7 @@ from tqdm import tqdm
 
 import envs
 from agents.common.agent import OnPolicyAgent, env_description
-from agents.common.checkpoint import atomic_write
+from rl_ig.run import CsvLog, RunPaths, announce_stop, stop_on_sigint, write_json
 
 EVAL_SEED_OFFSET = 1000
 """The evaluation environment is seeded with the agent's seed plus this."""
@@ -46,63 +40,12 @@ EnvFactory = Callable[[int, int], VecEnv]
 """``make_env(n_envs, seed)``: builds an environment with the training run's settings."""
 
 
-@dataclass(frozen=True)
-class RunPaths:
-    """Where a run writes, all inside ``logdir`` (TensorBoard event files go there too)."""
-
-    logdir: Path
-
-    @property
-    def progress(self) -> Path:
-        return self.logdir / "progress.csv"
-
-    @property
-    def evaluations(self) -> Path:
-        return self.logdir / "evaluations.csv"
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.logdir / "checkpoint.pt"
-
-    @property
-    def final_model(self) -> Path:
-        return self.logdir / "final.pt"
-
-    @property
-    def summary(self) -> Path:
-        return self.logdir / "run_summary.json"
-
-    def as_dict(self) -> dict[str, str]:
-        names = ("progress", "evaluations", "checkpoint", "final_model", "summary")
-        return {"logdir": str(self.logdir), **{n: str(getattr(self, n)) for n in names}}
-
-
-def prepare_logdir(logdir: str | Path) -> Path:
-    """Create ``logdir`` and check that files can be written in it.
-
-    Raises:
-        OSError: one line naming the directory and the reason.
-    """
-    path = Path(logdir)
-    probe = path / ".write_probe"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise OSError(
-            f"cannot write to logdir {path}: {reason}; pass a writable --logdir"
-        ) from None
-    return path
-
-
 @dataclass(kw_only=True, frozen=True)
 class TrainingConfig:
     """What a :class:`TrainingRun` does besides calling ``learn``.
 
     Attributes:
-        logdir: directory for every output (see :class:`RunPaths`).
+        logdir: directory for every output (see :class:`~rl_ig.run.outputs.RunPaths`).
         total_timesteps: the step count to reach, counting steps a resumed agent already has.
         save_every: write ``checkpoint.pt`` every this many steps; 0: only on Ctrl-C.
         eval_every: evaluate every this many steps; 0: only at the end.
@@ -155,57 +98,6 @@ class RunResult:
     paths: RunPaths
 
 
-# -- CSV logs ----------------------------------------------------------------------------------
-
-
-class CsvLog:
-    """Rows appended to a CSV file and flushed one by one.
-
-    The header comes from the first row; a row's missing keys are left blank. A key that first
-    appears in a later row (``rollout/ep_rew_mean`` once an episode has ended) extends the header,
-    and the file is rewritten atomically with the old rows' new cells blank.
-    """
-
-    def __init__(self, path: Path, *, append: bool = False):
-        self.path = path
-        self.fields: list[str] = []
-        if append and path.is_file():
-            with path.open(newline="") as f:
-                self.fields = next(csv.reader(f), [])
-        else:
-            path.unlink(missing_ok=True)
-
-    def write(self, row: Mapping[str, Any]) -> None:
-        """Append ``row``; extend the header first if it has new keys."""
-        new = [key for key in row if key not in self.fields]
-        if new and self.fields:
-            self._rewrite([*self.fields, *new])
-        elif new:
-            self.fields = list(row)
-            with self.path.open("w", newline="") as f:
-                csv.DictWriter(f, self.fields).writeheader()
-        with self.path.open("a", newline="") as f:
-            csv.DictWriter(f, self.fields, restval="").writerow(row)
-
-    def _rewrite(self, fields: list[str]) -> None:
-        with self.path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-
-        def write(tmp: Path) -> None:
-            with tmp.open("w", newline="") as out:
-                writer = csv.DictWriter(out, fields, restval="")
-                writer.writeheader()
-                writer.writerows(rows)
-
-        atomic_write(self.path, write)
-        self.fields = fields
-
-
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write ``data`` as indented JSON, atomically."""
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
-
-
 # -- evaluation --------------------------------------------------------------------------------
 
 
@@ -242,28 +134,7 @@ def evaluate(agent: OnPolicyAgent, eval_env: VecEnv, n_episodes: int) -> EvalRes
     )
 
 
-# -- Ctrl-C ------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def stop_on_sigint(request_stop: Callable[[], None]) -> Iterator[None]:
-    """Turn the first SIGINT into ``request_stop()``; a second one raises KeyboardInterrupt.
-
-    Outside the main thread (where handlers cannot be installed) nothing changes.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        request_stop()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+# -- cadences ----------------------------------------------------------------------------------
 
 
 def _next_multiple(step: int, every: int) -> float:
@@ -345,12 +216,7 @@ class TrainingRun:
     def request_stop(self) -> None:
         """Stop after the current update and save a checkpoint (what the first Ctrl-C does)."""
         self.stop_requested = True
-        print(
-            "\nCtrl-C: stopping after the current update and saving a checkpoint "
-            "(press Ctrl-C again to abort without saving)",
-            file=sys.stderr,
-            flush=True,
-        )
+        announce_stop("update")
 
     def _on_update(self, agent: OnPolicyAgent, info: dict[str, float]) -> bool:
         step = agent.num_timesteps

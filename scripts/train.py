@@ -14,8 +14,6 @@ import dataclasses
 import difflib
 import functools
 import json
-import math
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,10 +33,18 @@ from agents.hyperparams import (
     parse_overrides,
     split_hyperparameters,
 )
-from agents.training import RunResult, TrainingConfig, TrainingRun, prepare_logdir
+from agents.training import RunResult, TrainingConfig, TrainingRun
+from rl_ig.run import (
+    EXIT_ABORTED,
+    parse_steps,
+    prepare_logdir,
+    report_early_interrupt,
+    report_usage_error,
+    resume_command,
+)
 
-EXIT_USAGE = 2
-EXIT_ABORTED = 130
+SCRIPT = "scripts/train.py"
+STEPS_EXAMPLES = "1000000 or 1e6"
 _META_KEYS = ("algo", "seed", "config", "num_timesteps", "n_updates", "env")
 
 
@@ -62,19 +68,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
-
-
-def parse_steps(text: str) -> int:
-    """``"1e6"`` or ``"1000000"`` as an int >= 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value >= 1 and value.is_integer()):
-        raise ValueError(
-            f"--steps must be a whole number >= 1 such as 1000000 or 1e6, got {text!r}"
-        )
-    return int(text) if text.strip().isdigit() else int(value)
 
 
 def algo_class(name: str) -> type[OnPolicyAgent]:
@@ -192,7 +185,7 @@ def setup(args: argparse.Namespace) -> TrainingRun:
     if args.n_envs is not None:
         run = dataclasses.replace(run, n_envs=args.n_envs)
     config = build_config(cls.config_class, agent_hp, aliases=cls.aliases)
-    total = parse_steps(args.steps) if args.steps is not None else run.n_timesteps
+    total = parse_steps(args.steps, STEPS_EXAMPLES) if args.steps is not None else run.n_timesteps
     label = env_label(args.env, env_id)
     logdir = prepare_logdir(args.logdir or f"runs/{args.algo}-{label}-s{args.seed}")
     factory = functools.partial(make_env, env_id, run, config.gamma)
@@ -217,26 +210,6 @@ def setup(args: argparse.Namespace) -> TrainingRun:
     return TrainingRun(agent, training, factory)
 
 
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line."""
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
-def resume_command(argv: list[str], checkpoint: Path) -> str:
-    """This command line with ``--resume`` pointing at ``checkpoint``."""
-    kept: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--resume":
-            skip = True
-        elif not arg.startswith("--resume="):
-            kept.append(arg)
-    return shlex.join([sys.executable, "scripts/train.py", *kept, "--resume", str(checkpoint)])
-
-
 def report(result: RunResult, argv: list[str]) -> None:
     """Tell the user where everything went and the final evaluation."""
     paths = result.paths
@@ -252,7 +225,7 @@ def report(result: RunResult, argv: list[str]) -> None:
             print(f"checkpoint:  {paths.checkpoint} (saved during training)")
     if result.status == "interrupted":
         print(f"interrupted at step {result.num_timesteps}; checkpoint saved to {paths.checkpoint}")
-        print(f"resume with: {resume_command(argv, paths.checkpoint)}")
+        print(f"resume with: {resume_command(SCRIPT, argv, paths.checkpoint)}")
     if result.status == "aborted":
         print(
             f"aborted at step {result.num_timesteps} without saving; earlier checkpoints (if "
@@ -275,11 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         training = setup(args)
     except (ValueError, TypeError, OSError, CheckpointError, gymnasium.error.Error) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
-        return EXIT_USAGE
+        return report_usage_error(exc)
     except KeyboardInterrupt:
-        print("interrupted before training started; nothing was saved", file=sys.stderr)
-        return EXIT_ABORTED
+        return report_early_interrupt()
     try:
         result = training.run()
     finally:

@@ -18,30 +18,28 @@ from __future__ import annotations
 
 import argparse
 import math
-import shlex
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import torch
 
+from rl_ig.run import (
+    EXIT_ABORTED,
+    OneLineParser,
+    parse_steps,
+    prepare_logdir,
+    report_early_interrupt,
+    report_usage_error,
+    resume_command,
+)
 from rl_ig.supervised import OPTIMIZERS, TASKS, SupervisedRun, TrainConfig, make_task
 from rl_ig.supervised.defaults import optimizer_settings, task_defaults
 from rl_ig.supervised.optimizers import check_optimizer_name, parse_overrides
-from rl_ig.supervised.outputs import prepare_logdir
 from rl_ig.supervised.parallel import DistContext, context_from_env, destroy_process_group
 from rl_ig.supervised.trainer import RunResult
 
-EXIT_USAGE = 2
-EXIT_ABORTED = 130
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line ``error: ...`` with exit code 2."""
-
-    def error(self, message: str) -> NoReturn:
-        print(f"error: {' '.join(message.split())}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
+SCRIPT = "scripts/train_supervised.py"
+STEPS_EXAMPLES = "2000 or 2e3"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,17 +67,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return p
-
-
-def parse_steps(text: str) -> int:
-    """``"2000"`` or ``"2e3"`` as an int >= 1."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (value >= 1 and value.is_integer()):
-        raise ValueError(f"--steps must be a whole number >= 1 such as 2000 or 2e3, got {text!r}")
-    return int(text) if text.strip().isdigit() else int(value)
 
 
 def parse_lr(text: str) -> float:
@@ -111,7 +98,7 @@ def build_config(args: argparse.Namespace, ctx: DistContext) -> TrainConfig:
         optim=args.optim,
         lr=parse_lr(args.lr) if args.lr is not None else lr,
         hp=hp,
-        steps=parse_steps(args.steps) if args.steps is not None else defaults.steps,
+        steps=parse_steps(args.steps, STEPS_EXAMPLES) if args.steps is not None else defaults.steps,
         batch_size=args.batch_size if args.batch_size is not None else defaults.batch_size,
         logdir=logdir,
         seed=args.seed,
@@ -133,27 +120,6 @@ def setup(args: argparse.Namespace, ctx: DistContext) -> SupervisedRun:
     return SupervisedRun(task, config, ctx=ctx, resume=args.resume)
 
 
-def one_line(exc: BaseException) -> str:
-    """An exception's message on one line."""
-    text = " ".join(str(exc).split())
-    return text or type(exc).__name__
-
-
-def resume_command(argv: list[str], checkpoint: Path) -> str:
-    """This command line with ``--resume`` pointing at ``checkpoint``."""
-    kept: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--resume":
-            skip = True
-        elif not arg.startswith("--resume="):
-            kept.append(arg)
-    script = "scripts/train_supervised.py"
-    return shlex.join([sys.executable, script, *kept, "--resume", str(checkpoint)])
-
-
 def report(result: RunResult, argv: list[str]) -> None:
     """Tell the user where everything went and the final evaluation."""
     paths = result.paths
@@ -163,7 +129,7 @@ def report(result: RunResult, argv: list[str]) -> None:
         print(f"final model: {paths.final_model}")
     if result.status == "interrupted":
         print(f"interrupted at step {result.step}; checkpoint saved to {paths.checkpoint}")
-        print(f"resume with: {resume_command(argv, paths.checkpoint)}")
+        print(f"resume with: {resume_command(SCRIPT, argv, paths.checkpoint)}")
     if result.status == "aborted":
         print(f"aborted at step {result.step} without saving; earlier checkpoints are kept")
     if result.final_eval:
@@ -180,13 +146,13 @@ def main(argv: list[str] | None = None) -> int:
         ctx = context_from_env()
         run = setup(args, ctx)
     except (ValueError, TypeError, OSError) as exc:
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        code = report_usage_error(exc)
         destroy_process_group()
-        return EXIT_USAGE
+        return code
     except KeyboardInterrupt:
-        print("interrupted before training started; nothing was saved", file=sys.stderr)
+        code = report_early_interrupt()
         destroy_process_group()
-        return EXIT_ABORTED
+        return code
     try:
         result = run.run()
     finally:

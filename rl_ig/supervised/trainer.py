@@ -30,13 +30,9 @@ differentiated there before the real loss is.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import signal
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +43,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from rl_ig.optim import KFAC
+from rl_ig.run import CsvLog, RunPaths, announce_stop, stop_on_sigint, write_json
 from rl_ig.supervised.checkpoint import load_checkpoint, save_checkpoint
 from rl_ig.supervised.fisher import TargetSampler
 from rl_ig.supervised.optimizers import (
@@ -55,7 +52,6 @@ from rl_ig.supervised.optimizers import (
     make_optimizer,
     resolved_hyperparameters,
 )
-from rl_ig.supervised.outputs import CsvLog, RunPaths, write_json
 from rl_ig.supervised.parallel import (
     DistContext,
     init_process_group,
@@ -81,7 +77,7 @@ class TrainConfig:
             :mod:`rl_ig.supervised.optimizers`).
         steps: optimizer steps to reach (counting those a resumed checkpoint already has).
         batch_size: global minibatch size (split evenly over the ranks).
-        logdir: output directory (see :class:`~rl_ig.supervised.outputs.RunPaths`).
+        logdir: output directory (see :class:`~rl_ig.run.outputs.RunPaths`).
         seed: model initialisation and minibatch order.
         eval_every: steps between evaluations; 0: only at the start and the end.
         save_every: steps between checkpoints; 0: only on Ctrl-C (and ``final.pt``).
@@ -127,27 +123,6 @@ class RunResult:
     wall_time_s: float
     train_time_s: float
     paths: RunPaths
-
-
-@contextlib.contextmanager
-def stop_on_sigint(request_stop: Callable[[], None]) -> Iterator[None]:
-    """Turn the first SIGINT into ``request_stop()``; a second one raises KeyboardInterrupt.
-
-    Outside the main thread (where handlers cannot be installed) nothing changes.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        request_stop()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _due(step: int, every: int) -> bool:
@@ -270,12 +245,7 @@ class SupervisedRun:
         """Stop after the current step and save a checkpoint (what the first Ctrl-C does)."""
         self.stop_requested = True
         if self.ctx.is_main:
-            print(
-                "\nCtrl-C: stopping after the current step and saving a checkpoint "
-                "(press Ctrl-C again to abort without saving)",
-                file=sys.stderr,
-                flush=True,
-            )
+            announce_stop("step")
 
     def _train_and_finish(self) -> RunResult:
         stop = False
