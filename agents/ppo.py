@@ -102,13 +102,12 @@ def clipped_surrogate(
     Returns:
         ``(loss, d_loss/d_log_prob (B,), fraction of samples with |r − 1| > ε)``.
     """
-    ratio = torch.exp(log_prob - old_log_prob)
+    ratio = (log_prob - old_log_prob).exp_()
     unclipped = adv * ratio
-    clipped = adv * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
-    loss = -torch.minimum(unclipped, clipped).mean()
-    active = unclipped <= clipped
-    d_log_prob = torch.where(active, unclipped, 0.0).mul_(-1.0 / log_prob.shape[0])
-    clip_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
+    clipped = ratio.clamp(1.0 - clip_range, 1.0 + clip_range).mul_(adv)
+    loss = torch.minimum(unclipped, clipped).mean().neg_()
+    d_log_prob = unclipped.mul_(unclipped <= clipped).mul_(-1.0 / log_prob.shape[0])
+    clip_fraction = ratio.sub_(1.0).abs_().gt_(clip_range).mean()
     return loss, d_log_prob, clip_fraction
 
 
@@ -174,8 +173,8 @@ class PPO(OnPolicyAgent):
         """Minibatch epochs with the KL early stop; returns the means of the minibatch terms."""
         cfg = self.config
         n = batch.obs.shape[0]
-        sums = torch.zeros(5)
-        count, epochs = 0, 0
+        terms: list[torch.Tensor] = []  # stacked once at the end: no per-minibatch reduction
+        epochs = 0
         for _ in range(cfg.n_epochs):
             order = torch.randperm(n, generator=self.generator)
             columns = (batch.obs, batch.actions, batch.advantages, batch.returns, batch.values)
@@ -183,14 +182,13 @@ class PPO(OnPolicyAgent):
             log_prob_old = old_log_prob[order]
             for start in range(0, n, cfg.batch_size):
                 mb = slice(start, start + cfg.batch_size)
-                sums += self._minibatch(
+                terms += self._minibatch(
                     obs[mb], actions[mb], adv[mb], returns[mb], values[mb], log_prob_old[mb], clip
                 )
-                count += 1
             epochs += 1
             if cfg.target_kl is not None and self._kl(batch.obs, old_dist) > cfg.target_kl:
                 break
-        means = (sums / count).tolist()
+        means = torch.stack(terms).view(-1, 5).mean(dim=0).tolist()
         names = ("policy_gradient_loss", "value_loss", "entropy_loss", "clip_fraction", "grad_norm")
         info = {f"train/{k}": v for k, v in zip(names, means)}
         info["train/loss"] = (
@@ -204,8 +202,8 @@ class PPO(OnPolicyAgent):
 
     def _minibatch(
         self, obs, actions, adv, returns, old_values, old_log_prob, clip: float
-    ) -> torch.Tensor:
-        """One Adam step on a minibatch; returns its loss terms and statistics, ``(5,)``."""
+    ) -> tuple[torch.Tensor, ...]:
+        """One Adam step on a minibatch; returns its five loss terms and statistics (0-d)."""
         cfg = self.config
         if cfg.normalize_advantage and adv.shape[0] > 1:
             adv = normalize(adv)
@@ -225,15 +223,7 @@ class PPO(OnPolicyAgent):
         )
         grad_norm = clip_grad_norm(self.gradient.parameters, cfg.max_grad_norm)
         self.optimizer.step()
-        return torch.stack(
-            [
-                losses.policy,
-                losses.value,
-                -losses.entropy,
-                stats["clip"],
-                grad_norm,
-            ]
-        )
+        return losses.policy, losses.value, -losses.entropy, stats["clip"], grad_norm
 
     @torch.no_grad()
     def _kl(self, obs: torch.Tensor, old_dist) -> float:

@@ -64,10 +64,10 @@ class ActorCriticGradient:
     ) -> MinibatchLosses:
         """Evaluate ``ℓ`` on ``obs: (B, obs_dim)``, ``actions`` and fill the gradients."""
         out, backward_actor = _forward(self.actor.net, self._actor_layers, obs)
-        outputs = self._head(out, actions)
+        head = self._head(out, actions)
+        outputs = head.outputs
         pg_loss, d_log_prob = policy_loss(outputs.log_prob)
-        n = obs.shape[0]
-        head_grads = self._head_grads(out, actions, d_log_prob, -ent_coef / n)
+        head_grads = head.grads(d_log_prob, -ent_coef / obs.shape[0])
         values, backward_critic = _forward(self.critic.net, self._critic_layers, obs)
         v_loss, d_values = value_loss(values.squeeze(-1))
         _assign(backward_actor(head_grads.d_out), self._actor_net_params)
@@ -77,18 +77,12 @@ class ActorCriticGradient:
         entropy = outputs.entropy.mean()
         return MinibatchLosses(pg_loss.detach(), v_loss.detach(), entropy, outputs.log_prob)
 
-    def _head(self, out: torch.Tensor, actions: torch.Tensor) -> heads.HeadOutputs:
+    def _head(
+        self, out: torch.Tensor, actions: torch.Tensor
+    ) -> heads.GaussianHead | heads.CategoricalHead:
         if isinstance(self.actor, GaussianActor):
-            return heads.gaussian(out, self.actor.log_std.detach(), actions)
-        return heads.categorical(out, actions)
-
-    def _head_grads(
-        self, out: torch.Tensor, actions: torch.Tensor, d_log_prob: torch.Tensor, d_ent: float
-    ) -> heads.HeadGrads:
-        if isinstance(self.actor, GaussianActor):
-            log_std = self.actor.log_std.detach()
-            return heads.gaussian_grads(out, log_std, actions, d_log_prob, d_ent)
-        return heads.categorical_grads(out, actions, d_log_prob, d_ent)
+            return heads.GaussianHead(out, self.actor.log_std.detach(), actions)
+        return heads.CategoricalHead(out, actions)
 
 
 def _layer_parameters(layers: list[fast_mlp.Layer] | None) -> list[torch.Tensor]:

@@ -43,17 +43,71 @@ class HeadGrads:
     d_log_std: torch.Tensor | None
 
 
-def gaussian(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> HeadOutputs:
-    """``N(mean, diag(exp(2 log_std)))``: ``log π = −Σⱼ [zⱼ²/2 + log σⱼ + ½ log 2π]``.
+class GaussianHead:
+    """``N(mean, diag(exp(2 log_std)))`` on a minibatch: ``log π``, ``H`` and their chain rule.
+
+    ``log π = −Σⱼ [zⱼ²/2 + log σⱼ + ½ log 2π]`` with ``z = (a − μ)/σ``; the standardised
+    actions are computed once and shared by the forward terms and :meth:`grads`.
 
     Args:
         mean: ``(B, d)``; log_std: ``(d,)``; actions: ``(B, d)``.
     """
-    z = (actions - mean) * torch.exp(-log_std)
-    const = log_std.sum() + _HALF_LOG_2PI * log_std.numel()
-    log_prob = -0.5 * z.square().sum(dim=-1) - const
-    entropy = (0.5 * log_std.numel() + const).expand(mean.shape[0])
-    return HeadOutputs(log_prob, entropy)
+
+    def __init__(self, mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor):
+        self._inv_std = torch.exp(-log_std)
+        self._z = (actions - mean).mul_(self._inv_std)
+        self._z_sq = self._z.square()
+        const = log_std.sum() + _HALF_LOG_2PI * log_std.numel()
+        self.outputs = HeadOutputs(
+            log_prob=self._z_sq.sum(dim=-1).mul_(-0.5).sub_(const),
+            entropy=(0.5 * log_std.numel() + const).expand(mean.shape[0]),
+        )
+
+    def grads(self, d_log_prob: torch.Tensor, d_entropy: float) -> HeadGrads:
+        """Chain rule for ``ℓ = Σᵢ d_log_prob_i·log πᵢ + d_entropy·Σᵢ Hᵢ``.
+
+        ``∂log π/∂μ = (a − μ)/σ²``, ``∂log π/∂log σ = z² − 1``, ``∂H/∂log σ = 1`` per dimension.
+
+        Args:
+            d_log_prob: ``(B,)`` derivative of the loss with respect to each ``log πᵢ``.
+            d_entropy: derivative of the loss with respect to each ``Hᵢ`` (the same for all i).
+        """
+        d_out = (self._z * d_log_prob.unsqueeze(-1)).mul_(self._inv_std)
+        # Σᵢ wᵢ(zᵢ² − 1) + d_entropy·B as one matrix-vector product and two scalar updates.
+        offset = d_entropy * d_log_prob.shape[0] - d_log_prob.sum()
+        d_log_std = torch.mv(self._z_sq.t(), d_log_prob).add_(offset)
+        return HeadGrads(d_out, d_log_std)
+
+
+class CategoricalHead:
+    """``softmax(logits)`` on a minibatch: ``log π(a) = logits_a − logsumexp(logits)``,
+    ``H = −Σ p log p``, and their chain rule, sharing ``log p`` between the two.
+
+    Args:
+        logits: ``(B, n)``; actions: ``(B,)`` integer actions.
+    """
+
+    def __init__(self, logits: torch.Tensor, actions: torch.Tensor):
+        self._log_p = logits - logits.logsumexp(dim=-1, keepdim=True)
+        self._p = self._log_p.exp()
+        self._index = actions.long().unsqueeze(-1)
+        self._entropy = -(self._p * self._log_p).sum(dim=-1, keepdim=True)
+        self.outputs = HeadOutputs(
+            log_prob=self._log_p.gather(-1, self._index).squeeze(-1),
+            entropy=self._entropy.squeeze(-1),
+        )
+
+    def grads(self, d_log_prob: torch.Tensor, d_entropy: float) -> HeadGrads:
+        """``∂log π(a)/∂logits = onehot(a) − p`` and ``∂H/∂logits = −p ⊙ (log p + H)``."""
+        w = d_log_prob.unsqueeze(-1)
+        d_out = self._p * (self._log_p + self._entropy).mul_(-d_entropy)
+        d_out.sub_(self._p * w).scatter_add_(-1, self._index, w)
+        return HeadGrads(d_out, None)
+
+
+def gaussian(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> HeadOutputs:
+    """``log π`` and ``H`` of :class:`GaussianHead`."""
+    return GaussianHead(mean, log_std, actions).outputs
 
 
 def gaussian_grads(
@@ -63,44 +117,17 @@ def gaussian_grads(
     d_log_prob: torch.Tensor,
     d_entropy: float,
 ) -> HeadGrads:
-    """Chain rule through :func:`gaussian` for ``ℓ = Σᵢ d_log_prob_i·log πᵢ + d_entropy·Σᵢ Hᵢ``.
-
-    ``∂log π/∂μ = (a − μ)/σ²``, ``∂log π/∂log σ = z² − 1``, ``∂H/∂log σ = 1`` per dimension.
-
-    Args:
-        d_log_prob: ``(B,)`` derivative of the loss with respect to each ``log πᵢ``.
-        d_entropy: derivative of the loss with respect to each ``Hᵢ`` (the same for all i).
-    """
-    inv_std = torch.exp(-log_std)
-    z = (actions - mean) * inv_std
-    w = d_log_prob.unsqueeze(-1)
-    d_out = w * z * inv_std
-    d_log_std = (w * (z.square() - 1.0)).sum(dim=0) + d_entropy * mean.shape[0]
-    return HeadGrads(d_out, d_log_std)
+    """:meth:`GaussianHead.grads` on a fresh head."""
+    return GaussianHead(mean, log_std, actions).grads(d_log_prob, d_entropy)
 
 
 def categorical(logits: torch.Tensor, actions: torch.Tensor) -> HeadOutputs:
-    """``softmax(logits)``: ``log π(a) = logits_a − logsumexp(logits)``, ``H = −Σ p log p``.
-
-    Args:
-        logits: ``(B, n)``; actions: ``(B,)`` integer actions.
-    """
-    log_p = logits - logits.logsumexp(dim=-1, keepdim=True)
-    log_prob = log_p.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
-    entropy = -(log_p.exp() * log_p).sum(dim=-1)
-    return HeadOutputs(log_prob, entropy)
+    """``log π`` and ``H`` of :class:`CategoricalHead`."""
+    return CategoricalHead(logits, actions).outputs
 
 
 def categorical_grads(
     logits: torch.Tensor, actions: torch.Tensor, d_log_prob: torch.Tensor, d_entropy: float
 ) -> HeadGrads:
-    """Chain rule through :func:`categorical`.
-
-    ``∂log π(a)/∂logits = onehot(a) − p`` and ``∂H/∂logits = −p ⊙ (log p + H)``.
-    """
-    log_p = logits - logits.logsumexp(dim=-1, keepdim=True)
-    p = log_p.exp()
-    entropy = -(p * log_p).sum(dim=-1, keepdim=True)
-    onehot = torch.zeros_like(logits).scatter_(-1, actions.long().unsqueeze(-1), 1.0)
-    d_out = d_log_prob.unsqueeze(-1) * (onehot - p) - d_entropy * p * (log_p + entropy)
-    return HeadGrads(d_out, None)
+    """:meth:`CategoricalHead.grads` on a fresh head."""
+    return CategoricalHead(logits, actions).grads(d_log_prob, d_entropy)

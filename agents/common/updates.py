@@ -17,7 +17,8 @@ from rl_ig.fisher import PolicyFisher
 
 def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """``(x − mean) / (std + eps)`` over the whole batch (SB3's advantage normalisation)."""
-    return (x - x.mean()) / (x.std() + eps)
+    std, mean = torch.std_mean(x)
+    return (x - mean).div_(std + eps)
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:

@@ -2,9 +2,14 @@
 
 ``rl_ig.optim.Adam`` is ``torch.optim.Adam`` (same arguments, same state, same ``state_dict``)
 whose fused step skips the per-call bookkeeping of the generic implementation: it keeps the
-lists of tensors it hands to the fused kernel and only regroups them when the parameters
-change. Small RL networks take hundreds of optimizer steps per update, each a few hundred
-microseconds of Python before the kernel runs; the kernel and its results are the same.
+lists of state tensors it hands to the fused kernel and only rebuilds them when the parameters
+or the state change. Small RL networks take hundreds of optimizer steps per update; on PPO's
+13-tensor HalfCheetah actor-critic a ``torch.optim.Adam(fused=True)`` step costs about 280 µs
+on one CPU thread, of which the kernel is 180 µs. The kernel and its results are the same.
+
+Step hooks (``register_step_pre_hook`` and the global ones) and the profiler's
+``Optimizer.step#Adam.step`` range are honoured: when any is active the step takes
+``torch.optim``'s hooked path.
 """
 
 from __future__ import annotations
@@ -13,12 +18,24 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+from torch.optim import optimizer as _torch_optimizer
 
 
 def _fusable(params: list[torch.Tensor]) -> bool:
     return bool(params) and all(
         p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64)
         for p in params
+    )
+
+
+def _hooks_active(opt: torch.optim.Optimizer) -> bool:
+    """Whether a step hook or the autograd profiler would observe this step."""
+    return bool(
+        opt._optimizer_step_pre_hooks
+        or opt._optimizer_step_post_hooks
+        or getattr(_torch_optimizer, "_global_optimizer_pre_hooks", None)
+        or getattr(_torch_optimizer, "_global_optimizer_post_hooks", None)
+        or torch.autograd._profiler_enabled()
     )
 
 
@@ -54,6 +71,7 @@ class Adam(torch.optim.Adam):
         ]
         if fused is None:
             fused = _fusable(list(flat))
+        self._kernel_state: dict[int, tuple[list[torch.Tensor], ...]] = {}
         super().__init__(
             params,
             lr=lr,
@@ -65,36 +83,57 @@ class Adam(torch.optim.Adam):
             fused=fused,
         )
 
-    @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """One Adam step; the same update as ``torch.optim.Adam.step``."""
+        if not self.defaults["fused"] or _hooks_active(self):
+            return self._hooked_step(closure)
+        return self._plain_step(closure)
+
+    def _plain_step(self, closure: Callable[[], float] | None = None) -> float | None:
         if not self.defaults["fused"]:
-            return super().step(closure)
+            generic = torch.optim.Adam.step
+            return getattr(generic, "__wrapped__", generic)(self, closure)
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            self._fused_group_step(group)
+        with torch.no_grad():
+            for index, group in enumerate(self.param_groups):
+                self._fused_group_step(index, group)
         return loss
 
-    def _fused_group_step(self, group: dict[str, Any]) -> None:
-        params = [p for p in group["params"] if p.grad is not None]
+    _hooked_step = torch.optim.Optimizer.profile_hook_step(_plain_step)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._kernel_state.clear()
+        super().load_state_dict(state_dict)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self._kernel_state.clear()
+        super().add_param_group(param_group)
+
+    def _fused_group_step(self, index: int, group: dict[str, Any]) -> None:
+        grads = [p.grad for p in group["params"]]
+        if any(g is None for g in grads):  # a partial step: no cached lists
+            params = [p for p in group["params"] if p.grad is not None]
+            state_lists = self._state_lists(params, group)
+            grads = [p.grad for p in params]
+        else:
+            params = group["params"]
+            state_lists = self._kernel_state.get(index) or ()
+            if not state_lists:
+                state_lists = self._kernel_state[index] = self._state_lists(params, group)
         if not params:
             return
-        for p in params:
-            if not self.state[p]:
-                self._init_state(p, group)
-        states = [self.state[p] for p in params]
-        steps = [s["step"] for s in states]
+        exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps = state_lists
         torch._foreach_add_(steps, 1)
         beta1, beta2 = group["betas"]
         torch._fused_adam_(
             params,
-            [p.grad for p in params],
-            [s["exp_avg"] for s in states],
-            [s["exp_avg_sq"] for s in states],
-            [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [],
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            max_exp_avg_sqs,
             steps,
             amsgrad=group["amsgrad"],
             lr=group["lr"],
@@ -103,6 +142,21 @@ class Adam(torch.optim.Adam):
             weight_decay=group["weight_decay"],
             eps=group["eps"],
             maximize=group["maximize"],
+        )
+
+    def _state_lists(
+        self, params: list[torch.Tensor], group: dict[str, Any]
+    ) -> tuple[list[torch.Tensor], ...]:
+        """The kernel's state arguments for ``params``, creating missing state lazily."""
+        for p in params:
+            if not self.state[p]:
+                self.state[p].update(self._state_for(p, group["amsgrad"]))
+        states = [self.state[p] for p in params]
+        return (
+            [s["exp_avg"] for s in states],
+            [s["exp_avg_sq"] for s in states],
+            [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [],
+            [s["step"] for s in states],
         )
 
     @staticmethod
@@ -116,5 +170,7 @@ class Adam(torch.optim.Adam):
             state["max_exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
 
-    def _init_state(self, p: torch.Tensor, group: dict[str, Any]) -> None:
-        self.state[p].update(self._state_for(p, group["amsgrad"]))
+
+# ``step`` calls the hooks itself (through ``_hooked_step``) when any are registered, so
+# torch.optim must not wrap it a second time.
+Adam.step.hooked = True  # type: ignore[attr-defined]

@@ -259,6 +259,10 @@ def test_in_process_vec_env_matches_sb3_dummy_vec_env() -> None:
 
     ours = InProcessVecEnv([_pendulum, _pendulum])
     _assert_same_trajectories(ours, DummyVecEnv([_pendulum, _pendulum]), seed=5)
+    # Observations are copies: a caller writing into one must not change the env's buffer.
+    obs = ours.step(np.zeros((2, 1), dtype=np.float32))[0]
+    assert not np.shares_memory(obs, ours.buf_obs[None])
+    assert not np.shares_memory(ours.reset(), ours.buf_obs[None])
 
 
 def test_lean_vec_normalize_matches_sb3_bit_for_bit() -> None:

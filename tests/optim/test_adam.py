@@ -75,3 +75,54 @@ def test_bad_arguments_name_the_argument() -> None:
         Adam(_params(0), eps=-1.0)
     with pytest.raises(ValueError, match="beta"):
         Adam(_params(0), betas=(1.5, 0.9))
+
+
+def _steps_with_grads(opt: torch.optim.Optimizer, params, grads) -> None:
+    for g in grads:
+        for p, gi in zip(params, g):
+            p.grad = gi
+        opt.step()
+
+
+def test_partial_steps_and_reloaded_state_match_torch() -> None:
+    """Steps where some parameter has no gradient, then a reload: the cached kernel lists must
+    follow both, or the parameters would drift from torch's."""
+    gen = torch.Generator().manual_seed(2)
+    shapes = [(7, 3), (7,), (2, 7), (2,)]
+    grads = [[torch.randn(s, generator=gen) for s in shapes] for _ in range(12)]
+    for g in grads[4:8]:
+        g[1] = None  # the bias of the first layer is frozen for a while
+    runs = []
+    for cls in (Adam, torch.optim.Adam):
+        params = _params(0)
+        opt = cls(params, lr=1e-2, fused=True)
+        _steps_with_grads(opt, params, grads[:6])
+        saved = opt.state_dict()
+        opt.load_state_dict(
+            {
+                **saved,
+                "state": {
+                    k: {n: t.clone() for n, t in v.items()} for k, v in saved["state"].items()
+                },
+            }
+        )
+        _steps_with_grads(opt, params, grads[6:])
+        runs.append([p.detach().clone() for p in params])
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
+def test_step_hooks_run_once_and_the_profiler_sees_the_step() -> None:
+    params = _params(0)
+    opt = Adam(params, lr=1e-2)
+    calls: list[str] = []
+    opt.register_step_pre_hook(lambda *_: calls.append("pre"))
+    opt.register_step_post_hook(lambda *_: calls.append("post"))
+    torch.optim.Adam(_params(1), fused=True)  # torch's own class patched too: no double hooks
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    assert calls == ["pre", "post"]
+    with torch.profiler.profile() as prof:
+        opt.step()
+    assert "Optimizer.step#Adam.step" in {e.key for e in prof.key_averages()}
