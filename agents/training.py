@@ -9,6 +9,11 @@
 4. every ``eval_every`` steps evaluates the deterministic policy on a separate environment whose
    normalisation statistics are copied from the training one and frozen.
 
+A resumed run (``continue_logs``) keeps the rows of ``progress.csv`` and ``evaluations.csv``, and
+the TensorBoard events, up to the agent's step count and drops those written after its
+checkpoint, so the step column stays increasing; a last CSV line cut short by a crash is never
+glued to the next row.
+
 At the end it writes ``final.pt``, evaluates once more and writes ``run_summary.json``. The first
 Ctrl-C asks the run to stop after the current update, which is then saved to ``checkpoint.pt``;
 a second Ctrl-C aborts at once without saving (the update it interrupts may be half applied).
@@ -35,6 +40,10 @@ from rl_ig.run import CsvLog, RunPaths, announce_stop, stop_on_sigint, write_jso
 
 EVAL_SEED_OFFSET = 1000
 """The evaluation environment is seeded with the agent's seed plus this."""
+PROGRESS_STEP = "time/total_timesteps"
+"""The step column of ``progress.csv``."""
+EVAL_STEP = "timesteps"
+"""The step column of ``evaluations.csv``."""
 
 EnvFactory = Callable[[int, int], VecEnv]
 """``make_env(n_envs, seed)``: builds an environment with the training run's settings."""
@@ -51,7 +60,9 @@ class TrainingConfig:
         eval_every: evaluate every this many steps; 0: only at the end.
         eval_episodes: episodes per evaluation, >= 1.
         progress: show a progress bar (when stderr is a terminal).
-        continue_logs: append to the logdir's CSV files (a resumed run) instead of replacing them.
+        continue_logs: continue the logdir's CSV files and TensorBoard events up to the agent's
+            step count (a resumed run; what was logged after its checkpoint is dropped) instead
+            of replacing them.
         resumed_from: the checkpoint a resumed run started from, recorded in the summary.
     """
 
@@ -173,6 +184,8 @@ class TrainingRun:
 
         Raises:
             ValueError: if the agent already has ``total_timesteps`` steps or more.
+            rl_ig.run.CsvLogError: if ``continue_logs`` and a CSV file in the logdir cannot be
+                continued (one line naming the file and the fix).
         """
         remaining = self.config.total_timesteps - self.agent.num_timesteps
         if remaining < 1:
@@ -181,9 +194,11 @@ class TrainingRun:
                 f"{self.config.total_timesteps} to train to; ask for more steps"
             )
         self._start_time = time.perf_counter()
-        self.writer = SummaryWriter(log_dir=str(self.paths.logdir))
-        self.progress_log = CsvLog(self.paths.progress, append=self.config.continue_logs)
-        self.eval_log = CsvLog(self.paths.evaluations, append=self.config.continue_logs)
+        keep = self.agent.num_timesteps if self.config.continue_logs else None
+        self.progress_log = CsvLog(self.paths.progress, keep_until=keep, step_column=PROGRESS_STEP)
+        self.eval_log = CsvLog(self.paths.evaluations, keep_until=keep, step_column=EVAL_STEP)
+        purge = None if keep is None else keep + 1  # hide events logged after the checkpoint
+        self.writer = SummaryWriter(log_dir=str(self.paths.logdir), purge_step=purge)
         self.eval_env = self.make_env(1, self.agent.seed + EVAL_SEED_OFFSET)
         self.bar = tqdm(
             total=self.config.total_timesteps,
@@ -233,7 +248,7 @@ class TrainingRun:
     def _log(self, info: Mapping[str, float]) -> None:
         step = self.agent.num_timesteps
         row = {
-            "time/total_timesteps": float(step),
+            PROGRESS_STEP: float(step),
             "time/iterations": float(self.agent.n_updates),
             "time/time_elapsed": time.perf_counter() - self._start_time,
             **info,
@@ -259,7 +274,7 @@ class TrainingRun:
         self.writer.add_scalar("eval/mean_ep_length", result.mean_ep_length, step)
         self.eval_log.write(
             {
-                "timesteps": step,
+                EVAL_STEP: step,
                 "mean_reward": result.mean_reward,
                 "std_reward": result.std_reward,
                 "mean_ep_length": result.mean_ep_length,

@@ -36,6 +36,8 @@ from agents.hyperparams import (
 from agents.training import RunResult, TrainingConfig, TrainingRun
 from rl_ig.run import (
     EXIT_ABORTED,
+    CsvLogError,
+    OneLineParser,
     parse_steps,
     prepare_logdir,
     report_early_interrupt,
@@ -50,7 +52,7 @@ _META_KEYS = ("algo", "seed", "config", "num_timesteps", "n_updates", "env")
 
 def build_parser() -> argparse.ArgumentParser:
     """The command line; see ``--help``."""
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = OneLineParser(description=__doc__.splitlines()[0], hint=f"see {SCRIPT} --help")
     p.add_argument("--algo", required=True, help=f"one of: {', '.join(ALGOS)}")
     p.add_argument("--env", required=True, help="short name (HalfCheetah) or gymnasium id")
     p.add_argument("--steps", help="total environment steps, e.g. 1e6 (default: tuned value)")
@@ -253,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         return report_early_interrupt()
     try:
         result = training.run()
+    except CsvLogError as exc:  # a log in the logdir of a resumed run that cannot be continued
+        return report_usage_error(exc)
     finally:
         training.agent.env.close()
     report(result, argv)

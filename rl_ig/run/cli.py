@@ -5,11 +5,12 @@ command that resumes it."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import math
 import shlex
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 EXIT_USAGE = 2
 """Exit code of a bad input (argparse's)."""
@@ -44,13 +45,45 @@ def report_early_interrupt() -> int:
     return EXIT_ABORTED
 
 
+_UNRECOGNIZED = "unrecognized arguments: "
+"""How argparse starts the message for arguments it does not know."""
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line ``error: ...`` with exit code 2."""
+    """argparse whose usage errors are one line ``error: ...`` with exit code 2.
+
+    An unknown flag close to a known one gets ``; did you mean --seed?``.
+
+    Args:
+        *args: those of :class:`argparse.ArgumentParser`.
+        hint: added in parentheses after every usage error when given, e.g.
+            ``"see scripts/train.py --help"``.
+        **kwargs: those of :class:`argparse.ArgumentParser`.
+    """
+
+    def __init__(self, *args: Any, hint: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.hint = hint
 
     def error(self, message: str) -> NoReturn:
         """Print ``message`` on one line and exit with :data:`EXIT_USAGE`."""
-        print(f"error: {' '.join(message.split())}", file=sys.stderr)
+        text = " ".join(message.split()) + self._did_you_mean(message)
+        if self.hint:
+            text += f" ({self.hint})"
+        print(f"error: {text}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
+
+    def _did_you_mean(self, message: str) -> str:
+        """``; did you mean --x?`` for the unknown flags of ``message`` close to known ones."""
+        if not message.startswith(_UNRECOGNIZED):
+            return ""
+        known = [flag for flag in self._option_string_actions if flag.startswith("--")]
+        close: list[str] = []
+        for arg in message[len(_UNRECOGNIZED) :].split():
+            flag = arg.split("=", 1)[0]
+            if flag.startswith("--"):
+                close += difflib.get_close_matches(flag, known, n=1)
+        return f"; did you mean {', '.join(dict.fromkeys(close))}?" if close else ""
 
 
 def parse_steps(text: str, examples: str) -> int:

@@ -62,6 +62,42 @@ def test_one_line_parser_usage_errors_are_one_line_with_exit_code_2(
     assert capsys.readouterr().err == "error: the following arguments are required: --task\n"
 
 
+def _usage_error(parser: OneLineParser, argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(argv)
+    assert info.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    return captured.err
+
+
+def test_one_line_parser_adds_its_hint_after_every_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = OneLineParser(hint="see scripts/train.py --help")
+    parser.add_argument("--seed", type=int, default=0)
+
+    assert _usage_error(parser, ["--seed", "x"], capsys) == (
+        "error: argument --seed: invalid int value: 'x' (see scripts/train.py --help)\n"
+    )
+    assert _usage_error(parser, ["--frobnicate"], capsys) == (
+        "error: unrecognized arguments: --frobnicate (see scripts/train.py --help)\n"
+    )
+
+
+def test_one_line_parser_suggests_the_known_flags_close_to_unknown_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    parser = OneLineParser()
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-every", type=int, default=0)
+
+    assert _usage_error(parser, ["--seeds", "3", "--eval-evry=5", "--zzz"], capsys) == (
+        "error: unrecognized arguments: --seeds 3 --eval-evry=5 --zzz; did you mean --seed, "
+        "--eval-every?\n"
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "steps"), [("2000", 2000), ("2e3", 2000), (" 7 ", 7), ("1.0", 1), ("1e16", 10**16)]
 )

@@ -147,7 +147,24 @@ ERROR_CASES: dict[str, tuple[list[str], str]] = {
     "n_steps wrong type": (["--hp", "n_steps=abc"], "n_steps must be an integer, got 'abc'"),
     "hp without equals": (["--hp", "n_steps"], "--hp 'n_steps' is not of the form key=value"),
     "hp empty key": (["--hp", "=3"], "--hp '=3' is not of the form key=value"),
-    "bad steps": (["--steps", "lots"], "--steps must be a whole number >= 1"),
+    "bad steps": (
+        ["--steps", "lots"],
+        "--steps must be a whole number >= 1 such as 1000000 or 1e6, got 'lots'",
+    ),
+    "fractional steps": (["--steps", "1.5"], "--steps must be a whole number >= 1"),
+    "steps without a value": (
+        ["--steps"],
+        "argument --steps: expected one argument (see scripts/train.py --help)",
+    ),
+    "unknown flag": (
+        ["--frobnicate"],
+        "unrecognized arguments: --frobnicate (see scripts/train.py --help)",
+    ),
+    "misspelt flag": (
+        ["--seeds", "3"],
+        "unrecognized arguments: --seeds 3; did you mean --seed? (see scripts/train.py --help)",
+    ),
+    "seed not an int": (["--seed", "x"], "argument --seed: invalid int value: 'x' (see"),
     "unwritable logdir": (["--logdir", "{tmp}/a_file/sub"], "cannot write to logdir"),
     "missing checkpoint": (["--resume", "{tmp}/nope.pt"], "nope.pt does not exist"),
     "corrupt checkpoint": (["--resume", "{tmp}/corrupt.pt"], "is not a readable rl-ig checkpoint"),
@@ -194,13 +211,22 @@ def _main_in_process(
     capsys.readouterr()
     try:
         code = module.main(args)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
     finally:
         torch.set_num_threads(threads)  # main configures the runtime for its own process
     out, err = capsys.readouterr()
     return subprocess.CompletedProcess(args, code, out, err)
 
 
-SUBPROCESS_CASES = ("unknown algo", "n_steps wrong type", "unwritable logdir", "corrupt checkpoint")
+SUBPROCESS_CASES = (
+    "unknown algo",
+    "n_steps wrong type",
+    "unwritable logdir",
+    "corrupt checkpoint",
+    "unknown flag",
+    "bad steps",
+)
 
 
 def test_bad_input_from_the_command_line_is_one_line_error(bad_files: Path) -> None:
@@ -243,6 +269,69 @@ def test_resume_continues_count_optimizer_and_normalization(
     # Adam's step count doubles only if its state was restored rather than started afresh.
     first_adam = first["optimizers"]["critic"]["state"][0]["step"]
     assert resumed["optimizers"]["critic"]["state"][0]["step"] == 2 * first_adam
+
+
+def _assert_whole_csv(path: Path) -> None:
+    """Every line of ``path`` ends and has as many cells as the header."""
+    text = path.read_bytes().decode()
+    assert text.endswith("\r\n"), text[-80:]
+    with path.open(newline="") as f:
+        header, *rows = csv.reader(f)
+    assert all(len(row) == len(header) for row in rows), text
+
+
+def test_resume_keeps_the_logs_up_to_the_checkpoint_then_the_new_rows(
+    base_run: BaseRun, tmp_path: Path
+) -> None:
+    """A run that went on past its checkpoint and crashed in the middle of a row: the resumed
+    run drops the later rows and the cut line, and its rows follow the checkpoint's."""
+    first_dir, _ = base_run
+    logdir = tmp_path / "crashed"
+    shutil.copytree(first_dir, logdir)
+    progress, evaluations = logdir / "progress.csv", logdir / "evaluations.csv"
+    before, evals_before = _rows(progress), _rows(evaluations)  # up to 512, the checkpoint
+    later = {**before[-1], "time/total_timesteps": "768.0", "train/value_loss": "12345.0"}
+    with progress.open("a", newline="") as f:
+        csv.DictWriter(f, list(later)).writerow(later)
+        f.write("10")  # the row of step 1024, cut in its step: it reads as step 10
+    with evaluations.open("a", newline="") as f:
+        f.write("768,-1234.5,0.0,200.0,2\r\n1024,-12")
+    args = [*TINY, "--steps", "1024", "--logdir", str(logdir)]
+    result = _wait(_start([*args, "--resume", str(logdir / "checkpoint.pt")]))
+
+    assert result.returncode == 0, result.stderr
+    _assert_whole_csv(progress)
+    rows = _rows(progress)
+    assert _steps(progress) == [256, 512, 768, 1024]
+    assert rows[:2] == before
+    assert [row["time/iterations"] for row in rows[2:]] == ["3.0", "4.0"]  # the resumed updates
+    assert "12345.0" not in {row["train/value_loss"] for row in rows}
+    _assert_whole_csv(evaluations)
+    evals = _rows(evaluations)
+    assert [int(row["timesteps"]) for row in evals] == [256, 512, 1024]
+    assert evals[:2] == evals_before
+    assert "-1234.5" not in {row["mean_reward"] for row in evals}
+
+
+def test_resume_with_a_log_that_cannot_be_continued_is_one_line_error(
+    train_script: ModuleType, base_run: BaseRun, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first_dir, _ = base_run
+    logdir = tmp_path / "edited"
+    shutil.copytree(first_dir, logdir)
+    text = (logdir / "progress.csv").read_bytes().decode()
+    (logdir / "progress.csv").write_text(text.replace("256.0,", "n/a,", 1), newline="")
+    args = [*TINY, "--steps", "1024", "--logdir", str(logdir)]
+    args += ["--resume", str(logdir / "checkpoint.pt")]
+
+    result = _main_in_process(train_script, args, capsys)
+
+    _assert_one_line_error(
+        result,
+        f"cannot resume {logdir / 'progress.csv'}: line 2 has time/total_timesteps 'n/a', not a "
+        "step number; repair that line or move the file away to start a new log",
+    )
+    assert (logdir / "progress.csv").read_bytes().decode() == text.replace("256.0,", "n/a,", 1)
 
 
 @pytest.mark.parametrize(
