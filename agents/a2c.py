@@ -24,7 +24,6 @@ from torch.nn.utils import parameters_to_vector
 from agents.common.actor_critic import (
     ActorCriticGradient,
     LossAndGrad,
-    clip_grad_norm,
     parse_schedule,
     set_learning_rate,
 )
@@ -162,8 +161,9 @@ class A2C(OnPolicyAgent):
             lambda values: mse(values, batch.returns),
             cfg.ent_coef,
             cfg.vf_coef,
+            cfg.max_grad_norm,
         )
-        grad_norm = clip_grad_norm(self.gradient.parameters, cfg.max_grad_norm)
+        grad_norm = losses.grad_norm
         self.optimizer.step()
         info = step_geometry(self.fisher, batch.obs, old_dist, theta_old)
         info.update(

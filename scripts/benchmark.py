@@ -34,6 +34,9 @@ ACKTR's reference is SB3 A2C (SB3 has no ACKTR) with ACKTR's ``n_envs`` and ``n_
 
 LIBS = ("rl-ig", "sb3")
 
+RL_IG_ONLY = frozenset({"compile"})
+"""Settings of how rl-ig computes, not of what: the reference has no counterpart to pass."""
+
 
 def zoo_settings(
     algo: str, env: str, overrides: dict[str, Any] | None = None
@@ -93,7 +96,7 @@ def _sb3_kwargs(algo: str, env: str, hp: dict[str, Any]) -> dict[str, Any]:
         # SB3 A2C at ACKTR's rollout size: the A2C settings with ACKTR's n_steps.
         hp = {**zoo_settings("a2c", env)[2], "n_steps": hp.get("n_steps", 5)}
     names = {"cg_iters": "cg_max_steps"}
-    out = {names.get(k, k): _sb3_schedule(v) for k, v in hp.items()}
+    out = {names.get(k, k): _sb3_schedule(v) for k, v in hp.items() if k not in RL_IG_ONLY}
     if "policy_kwargs" in out:
         out["policy_kwargs"] = _sb3_policy_kwargs(out["policy_kwargs"])
     return out

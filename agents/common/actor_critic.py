@@ -14,6 +14,7 @@ stacks and by autograd otherwise. The gradient is the same either way (tested in
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from torch import nn
 
 from agents.common import fast_mlp, heads
 from agents.common.networks import Actor, Critic, GaussianActor
+from rl_ig.run import one_line
 
 LossAndGrad = tuple[torch.Tensor, torch.Tensor]
 """A scalar loss and its derivative with respect to the loss's ``(B,)`` argument."""
@@ -35,6 +37,7 @@ class MinibatchLosses:
     value: torch.Tensor
     entropy: torch.Tensor
     log_prob: torch.Tensor
+    grad_norm: torch.Tensor
 
 
 class ActorCriticGradient:
@@ -43,15 +46,27 @@ class ActorCriticGradient:
     Args:
         actor: the policy; its ``net`` output parameterises the head.
         critic: the value function.
+        compile: evaluate through ``torch.compile`` (inductor), which fuses the dozens of
+            small elementwise operations of the heads, losses and backward passes; the first
+            calls compile (once per minibatch shape), later ones run the fused kernels.
     """
 
-    def __init__(self, actor: Actor, critic: Critic):
+    def __init__(self, actor: Actor, critic: Critic, compile: bool = False):
         self.actor, self.critic = actor, critic
         self._actor_layers = fast_mlp.as_layers(actor.net)
         self._critic_layers = fast_mlp.as_layers(critic.net)
         self._actor_net_params = _layer_parameters(self._actor_layers)
         self._critic_net_params = _layer_parameters(self._critic_layers)
         self.parameters = [*actor.parameters(), *critic.parameters()]
+        self._evaluate = self._evaluate_eager
+        if compile:
+            # Gradient buffers from the start, so that the first call traces the same graph as
+            # every later one (one compilation per minibatch shape).
+            with torch.no_grad():
+                for p in self.parameters:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+            self._evaluate = torch.compile(self._evaluate_eager, dynamic=False)
 
     def __call__(
         self,
@@ -61,8 +76,36 @@ class ActorCriticGradient:
         value_loss: Callable[[torch.Tensor], LossAndGrad],
         ent_coef: float,
         vf_coef: float,
+        max_grad_norm: float | None,
     ) -> MinibatchLosses:
-        """Evaluate ``ℓ`` on ``obs: (B, obs_dim)``, ``actions`` and fill the gradients."""
+        """Evaluate ``ℓ`` on ``obs: (B, obs_dim)``, ``actions`` and fill the gradients, clipped
+        to global norm ``max_grad_norm`` (None: not clipped); ``grad_norm`` is the norm before."""
+        args = (obs, actions, policy_loss, value_loss, ent_coef, vf_coef, max_grad_norm)
+        if self._evaluate is self._evaluate_eager:
+            return self._evaluate_eager(*args)
+        try:
+            return self._evaluate(*args)
+        except torch._dynamo.exc.BackendCompilerFailed as exc:
+            # Inductor needs a working C++ toolchain; without one, run the same code eagerly.
+            warnings.warn(
+                f"torch.compile failed ({one_line(exc)[:200]}); the actor-critic gradient runs "
+                "eagerly (set compile=False to skip the attempt)",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            self._evaluate = self._evaluate_eager
+            return self._evaluate_eager(*args)
+
+    def _evaluate_eager(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        policy_loss: Callable[[torch.Tensor], LossAndGrad],
+        value_loss: Callable[[torch.Tensor], LossAndGrad],
+        ent_coef: float,
+        vf_coef: float,
+        max_grad_norm: float | None,
+    ) -> MinibatchLosses:
         out, backward_actor = _forward(self.actor.net, self._actor_layers, obs)
         head = self._head(out, actions)
         outputs = head.outputs
@@ -74,8 +117,11 @@ class ActorCriticGradient:
         if head_grads.d_log_std is not None:
             self.actor.log_std.grad = head_grads.d_log_std
         _assign(backward_critic((vf_coef * d_values).unsqueeze(-1)), self._critic_net_params)
+        grad_norm = clip_grad_norm(self.parameters, max_grad_norm)
         entropy = outputs.entropy.mean()
-        return MinibatchLosses(pg_loss.detach(), v_loss.detach(), entropy, outputs.log_prob)
+        return MinibatchLosses(
+            pg_loss.detach(), v_loss.detach(), entropy, outputs.log_prob, grad_norm
+        )
 
     def _head(
         self, out: torch.Tensor, actions: torch.Tensor

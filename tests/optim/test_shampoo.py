@@ -304,8 +304,13 @@ def test_zero_and_rank_one_gradients_give_finite_steps() -> None:
     u, v = _randn(5, seed=1, dtype=torch.float32), _randn(3, seed=2, dtype=torch.float32)
     g = torch.outer(u, v)  # L = |v|²uuᵀ and R = |u|²vvᵀ are singular (ε = 1e-12)
     (after,), _ = _run(nn.Parameter(w0.clone()), [g], lr=1.0, **PLAIN)
-    # Exactly: the step is G / sqrt(|u|²|v|² + ε) = G / ‖G‖.
-    torch.testing.assert_close(w0 - after, g / g.norm(), rtol=1e-3, atol=1e-3)
+    # In float32, G = uvᵀ is rank one only to round-off, and the roots (0 + ε)^(-1/4) of the
+    # null spaces of L and R amplify that residue by up to ε^(-1/2): the step is finite.
+    assert bool(torch.isfinite(after).all())
+    # In float64 the residue is 1e-9 times smaller: the step is G / sqrt(|u|²|v|² + ε) = G / ‖G‖.
+    w0, g = w0.double(), torch.outer(u.double(), v.double())
+    (after,), _ = _run(nn.Parameter(w0.clone()), [g], lr=1.0, **PLAIN)
+    torch.testing.assert_close(w0 - after, g / g.norm(), rtol=1e-6, atol=1e-6)
 
 
 def _failing_eigh(monkeypatch: pytest.MonkeyPatch, fails: Callable[[torch.Tensor], bool]) -> None:
