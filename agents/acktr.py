@@ -36,14 +36,24 @@ from torch.nn.utils import parameters_to_vector
 from agents.common.actor_critic import parse_schedule
 from agents.common.agent import OnPolicyAgent
 from agents.common.config import check_positive_int, check_range
+from agents.common.geometry import StepProbe
 from agents.common.networks import GaussianActor, PolicyConfig, policy_std
 from agents.common.rollout import Batch
 from agents.common.updates import explained_variance, normalize, step_geometry
 from rl_ig.fisher import PolicyFisher, detach_distribution
+from rl_ig.geometry import (
+    at_parameters,
+    factor_condition_numbers,
+    kfac_flat_direction,
+    kfac_relative_error,
+    natural_gradient,
+)
 from rl_ig.optim import KFAC
 
 LR_ADAPT_FACTOR = 1.5
 LR_SCALE_RANGE = (1e-3, 1e3)
+KFAC_ERROR_CG_ITERS = 20
+"""CG iterations of the exact damped natural gradient that K-FAC's direction is compared to."""
 
 
 @dataclass(kw_only=True, frozen=True)
@@ -155,6 +165,30 @@ class ACKTR(OnPolicyAgent):
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"actor": self.actor_optimizer, "critic": self.critic_optimizer}
 
+    def kl_bound(self) -> float:
+        return self.config.max_kl
+
+    def measured_geometry(self, probe: StepProbe, grad: torch.Tensor) -> dict[str, float]:
+        """How well K-FAC's Fisher stands in for the exact one on this batch.
+
+        ``geometry/kfac_error``: ``‖F̂⁻¹g − (F + λI)⁻¹g‖ / ‖(F + λI)⁻¹g‖`` with ``F̂`` the
+        actor's damped K-FAC Fisher as of this step, ``F`` the exact Fisher at ``θ_old`` and
+        ``λ = damping``; ``geometry/cond_A_max`` and ``geometry/cond_G_max``: the largest
+        condition numbers of the layers' running factors.
+        """
+        opt, params = self.actor_optimizer, self.fisher.params
+        kfac = kfac_flat_direction(opt, params, grad)
+        with at_parameters(params, probe.theta_old):
+            exact = natural_gradient(
+                self.fisher, probe.obs, grad, damping=self.config.damping, iters=KFAC_ERROR_CG_ITERS
+            )
+        conditions = factor_condition_numbers(opt).values()
+        return {
+            "geometry/kfac_error": kfac_relative_error(kfac, exact),
+            "geometry/cond_A_max": max((a for a, _ in conditions), default=math.nan),
+            "geometry/cond_G_max": max((g for _, g in conditions), default=math.nan),
+        }
+
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
         adv = normalize(batch.advantages) if cfg.normalize_advantage else batch.advantages
@@ -166,6 +200,7 @@ class ACKTR(OnPolicyAgent):
             self.adapt_step_size(info["train/kl"])
         info["train/explained_variance"] = explained_variance(batch.values, batch.returns)
         info["train/std"] = policy_std(self.actor)
+        info["geometry/kl_clip_scale"] = info["train/kl_clip_scale"]
         return info
 
     def actor_step(self, obs: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor):

@@ -14,11 +14,11 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import torch
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import parameters_to_vector
 
 from agents.common.config import check_positive_int, check_range
 from agents.common.networks import PolicyConfig, policy_std
-from agents.common.updates import step_geometry
+from agents.common.updates import assign_parameters, step_geometry
 from agents.trpo import TRPO
 from rl_ig.fisher import detach_distribution
 
@@ -75,6 +75,14 @@ class NPG(TRPO):
     def resolve_hyperparameters(cls, hp: dict[str, Any], action_space: gym.Space) -> dict[str, Any]:
         return dict(hp)
 
+    def kl_bound(self) -> float:
+        return math.nan  # the KL is measured, not enforced
+
+    @staticmethod
+    def search_geometry(info: dict[str, float]) -> dict[str, float]:
+        """No line search: no backtracks, the whole step ``η·s`` taken."""
+        return {"geometry/backtracks": 0.0, "geometry/accepted_fraction": 1.0}
+
     def policy_step(
         self, obs: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor
     ) -> dict[str, float]:
@@ -85,7 +93,8 @@ class NPG(TRPO):
         old_dist = detach_distribution(dist)
         theta_old = parameters_to_vector(self.fisher.params).detach()
         with torch.no_grad():
-            vector_to_parameters(theta_old + self.config.step_size * direction, self.fisher.params)
+            step = self.config.step_size * direction
+            assign_parameters(self.fisher.params, theta_old + step)
             new_log_prob = self.actor(obs).log_prob(actions)
             gain = self._surrogate(new_log_prob, old_log_prob, adv) - surrogate
         info = step_geometry(self.fisher, obs, old_dist, theta_old)

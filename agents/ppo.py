@@ -157,6 +157,9 @@ class PPO(OnPolicyAgent):
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"policy": self.optimizer}
 
+    def kl_bound(self) -> float:
+        return math.nan if self.config.target_kl is None else self.config.target_kl
+
     def update(self, batch: Batch) -> dict[str, float]:
         progress = self.progress_remaining
         lr, clip = self.learning_rate(progress), self.clip_range(progress)
@@ -171,6 +174,9 @@ class PPO(OnPolicyAgent):
         info.update(step_geometry(self.fisher, batch.obs, old_dist, theta_old))
         info.update(
             {
+                "geometry/clip_fraction": info["train/clip_fraction"],
+                "geometry/ratio_spread": self._ratio_spread(batch, old_log_prob),
+                "geometry/epochs": info["train/epochs"],
                 "train/learning_rate": lr,
                 "train/clip_range": clip,
                 "train/explained_variance": explained_variance(batch.values, batch.returns),
@@ -236,6 +242,12 @@ class PPO(OnPolicyAgent):
         )
         self.optimizer.step()
         return losses.policy, losses.value, -losses.entropy, stats["clip"], losses.grad_norm
+
+    @torch.no_grad()
+    def _ratio_spread(self, batch: Batch, old_log_prob: torch.Tensor) -> float:
+        """The standard deviation over the batch of ``r = π_new(a|s)/π_old(a|s)``."""
+        log_prob = self.actor(batch.obs).log_prob(batch.actions)
+        return torch.exp(log_prob - old_log_prob).std().item()
 
     @torch.no_grad()
     def _kl(self, obs: torch.Tensor, old_dist) -> float:

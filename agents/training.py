@@ -2,17 +2,20 @@
 
 :class:`TrainingRun` drives ``agent.learn`` with a callback that, after every update,
 
-1. logs the update's dict (SB3 tag names: ``train/``, ``rollout/``, ``time/``) to TensorBoard at
-   ``x = agent.num_timesteps`` and appends it as a row of ``progress.csv``;
+1. logs the update's dict (SB3 tag names: ``train/``, ``rollout/``, ``time/``, and rl-ig's
+   ``geometry/``) to TensorBoard at ``x = agent.num_timesteps`` and appends it as a row of
+   ``progress.csv``; an update whose step geometry was measured (every ``geometry_every``-th,
+   see :mod:`agents.common.geometry`) also gets a row of ``geometry.csv``: the step, iteration
+   and time columns and every ``geometry/`` key;
 2. advances a ``tqdm`` bar over timesteps;
 3. every ``save_every`` steps writes ``checkpoint.pt`` (atomically);
 4. every ``eval_every`` steps evaluates the deterministic policy on a separate environment whose
    normalisation statistics are copied from the training one and frozen.
 
-A resumed run (``continue_logs``) keeps the rows of ``progress.csv`` and ``evaluations.csv``, and
-the TensorBoard events, up to the agent's step count and drops those written after its
-checkpoint, so the step column stays increasing; a last CSV line cut short by a crash is never
-glued to the next row.
+A resumed run (``continue_logs``) keeps the rows of ``progress.csv``, ``geometry.csv`` and
+``evaluations.csv``, and the TensorBoard events, up to the agent's step count and drops those
+written after its checkpoint, so the step column stays increasing; a last CSV line cut short by a
+crash is never glued to the next row.
 
 At the end it writes ``final.pt``, evaluates once more and writes ``run_summary.json``. The first
 Ctrl-C asks the run to stop after the current update, which is then saved to ``checkpoint.pt``;
@@ -36,6 +39,7 @@ from tqdm import tqdm
 
 import envs
 from agents.common.agent import OnPolicyAgent, env_description
+from agents.common.geometry import is_measured
 from rl_ig.run import CsvLog, RunPaths, announce_stop, stop_on_sigint, write_json
 
 EVAL_SEED_OFFSET = 1000
@@ -44,6 +48,11 @@ PROGRESS_STEP = "time/total_timesteps"
 """The step column of ``progress.csv``."""
 EVAL_STEP = "timesteps"
 """The step column of ``evaluations.csv``."""
+GEOMETRY_PREFIX = "geometry/"
+"""The keys of an update's dict that ``geometry.csv`` holds (besides the step columns)."""
+
+_STEP_KEYS = (PROGRESS_STEP, "time/iterations", "time/time_elapsed")
+"""The columns that ``geometry.csv`` shares with ``progress.csv``, first in each row."""
 
 EnvFactory = Callable[[int, int], VecEnv]
 """``make_env(n_envs, seed)``: builds an environment with the training run's settings."""
@@ -196,6 +205,7 @@ class TrainingRun:
         self._start_time = time.perf_counter()
         keep = self.agent.num_timesteps if self.config.continue_logs else None
         self.progress_log = CsvLog(self.paths.progress, keep_until=keep, step_column=PROGRESS_STEP)
+        self.geometry_log = CsvLog(self.paths.geometry, keep_until=keep, step_column=PROGRESS_STEP)
         self.eval_log = CsvLog(self.paths.evaluations, keep_until=keep, step_column=EVAL_STEP)
         purge = None if keep is None else keep + 1  # hide events logged after the checkpoint
         self.writer = SummaryWriter(log_dir=str(self.paths.logdir), purge_step=purge)
@@ -256,6 +266,10 @@ class TrainingRun:
         for key, value in row.items():
             self.writer.add_scalar(key, value, step)
         self.progress_log.write(row)
+        if is_measured(self.agent.geometry_every, self.agent.n_updates - 1):
+            self.geometry_log.write(
+                {k: v for k, v in row.items() if k.startswith(GEOMETRY_PREFIX) or k in _STEP_KEYS}
+            )
 
     def _advance_bar(self, info: Mapping[str, float]) -> None:
         self.bar.update(self.agent.num_timesteps - self.bar.n)
@@ -316,6 +330,7 @@ class TrainingRun:
             "num_timesteps": result.num_timesteps,
             "total_timesteps": self.config.total_timesteps,
             "n_updates": self.agent.n_updates,
+            "geometry_every": self.agent.geometry_every,
             "final_eval_mean_reward": None if evaluation is None else evaluation.mean_reward,
             "final_eval_std_reward": None if evaluation is None else evaluation.std_reward,
             "final_eval_step": None if evaluation is None else self._last_eval_step,
@@ -324,6 +339,6 @@ class TrainingRun:
             "resumed_from": None
             if self.config.resumed_from is None
             else str(self.config.resumed_from),
-            "paths": self.paths.as_dict(),
+            "paths": {**self.paths.as_dict(), "geometry": str(self.paths.geometry)},
             "hyperparameters": dataclasses.asdict(self.agent.config),
         }

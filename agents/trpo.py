@@ -21,13 +21,18 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import torch
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import parameters_to_vector
 
 from agents.common.agent import OnPolicyAgent
 from agents.common.config import check_positive_int, check_range
 from agents.common.networks import PolicyConfig, policy_std
 from agents.common.rollout import Batch
-from agents.common.updates import critic_epochs, explained_variance, normalize
+from agents.common.updates import (
+    assign_parameters,
+    critic_epochs,
+    explained_variance,
+    normalize,
+)
 from rl_ig.fisher import PolicyFisher, conjugate_gradient, detach_distribution
 
 SB3_CG_DAMPING = 0.1  # sb3-contrib's default, per action dimension
@@ -161,6 +166,9 @@ class TRPO(OnPolicyAgent):
     def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"critic": self.critic_optimizer}
 
+    def kl_bound(self) -> float:
+        return self.config.max_kl
+
     def update(self, batch: Batch) -> dict[str, float]:
         cfg = self.config
         k = cfg.sub_sampling_factor
@@ -179,7 +187,17 @@ class TRPO(OnPolicyAgent):
             )
         )
         info["train/explained_variance"] = explained_variance(batch.values, batch.returns)
+        info.update(self.search_geometry(info))
         return info
+
+    @staticmethod
+    def search_geometry(info: dict[str, float]) -> dict[str, float]:
+        """``geometry/backtracks`` and ``geometry/accepted_fraction``: the accepted step as a
+        fraction ``shrink^backtracks`` of the full step ``β·s`` (0 when the search failed)."""
+        return {
+            "geometry/backtracks": info["train/backtracks"],
+            "geometry/accepted_fraction": info["train/step_scale"],
+        }
 
     def policy_step(
         self, obs: torch.Tensor, actions: torch.Tensor, adv: torch.Tensor
@@ -273,7 +291,7 @@ class TRPO(OnPolicyAgent):
         coef = 1.0
         for backtracks in range(cfg.line_search_max_iter):
             step = coef * full_step
-            vector_to_parameters(theta_old + step, params)
+            assign_parameters(params, theta_old + step)
             new_dist = self.actor(obs)
             kl = self.fisher.kl(obs, old_dist).item()
             gain = self._surrogate(new_dist.log_prob(actions), old_log_prob, adv).item()
@@ -288,7 +306,7 @@ class TRPO(OnPolicyAgent):
                     "train/step_scale": coef,
                 }
             coef *= cfg.line_search_shrink
-        vector_to_parameters(theta_old, params)
+        assign_parameters(params, theta_old)
         return {
             "train/kl": 0.0,
             "train/kl_divergence_loss": 0.0,

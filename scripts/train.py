@@ -1,8 +1,9 @@
 """Train an agent with its tuned defaults, e.g. ``--algo trpo --env HalfCheetah``.
 
 Hyperparameters come from ``agents/hyperparams.yaml`` (rl-baselines3-zoo names) and are
-overridden by ``--hp key=value``. Logs (TensorBoard, ``progress.csv``, ``evaluations.csv``),
-``checkpoint.pt``, ``final.pt`` and ``run_summary.json`` go to ``--logdir``. Ctrl-C stops after
+overridden by ``--hp key=value``. Logs (TensorBoard, ``progress.csv``, ``geometry.csv``: the
+step geometry of every ``--geometry-every``-th update, ``evaluations.csv``), ``checkpoint.pt``,
+``final.pt`` and ``run_summary.json`` go to ``--logdir``. Ctrl-C stops after
 the current update and saves ``checkpoint.pt``; ``--resume`` continues from it. Every bad input
 is reported as one line ``error: ...`` on stderr with exit code 2.
 """
@@ -25,6 +26,7 @@ import envs
 from agents import ALGOS, CheckpointError, OnPolicyAgent
 from agents.common.checkpoint import load_checkpoint
 from agents.common.config import build_config
+from agents.common.geometry import DEFAULT_GEOMETRY_EVERY
 from agents.common.runtime import configure_runtime
 from agents.hyperparams import (
     RunSettings,
@@ -50,6 +52,19 @@ STEPS_EXAMPLES = "1000000 or 1e6"
 _META_KEYS = ("algo", "seed", "config", "num_timesteps", "n_updates", "env")
 
 
+def geometry_every(text: str) -> int:
+    """``--geometry-every`` as an int >= 0; argparse turns the error into one line."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number of updates >= 0 such as 10 (0: never), got {text!r}"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command line; see ``--help``."""
     p = OneLineParser(description=__doc__.splitlines()[0], hint=f"see {SCRIPT} --help")
@@ -66,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-every", type=int, default=0, help="steps; 0: only at the end")
     p.add_argument("--eval-episodes", type=int, default=5)
     p.add_argument("--save-every", type=int, default=100_000, help="checkpoint cadence in steps")
+    p.add_argument(
+        "--geometry-every",
+        type=geometry_every,
+        metavar="N",
+        help="measure the step geometry (geometry.csv) every N updates; 0: never "
+        f"(default: {DEFAULT_GEOMETRY_EVERY}, or the checkpoint's with --resume)",
+    )
     p.add_argument("--resume", metavar="PATH", help="continue training from this checkpoint")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -196,9 +218,13 @@ def setup(args: argparse.Namespace) -> TrainingRun:
         check_resume(
             meta, args.resume, env_id=env_id, seed=args.seed, run=run, config=config, total=total
         )
-        agent = cls.load(args.resume, env=factory(run.n_envs, args.seed), device=args.device)
+        env = factory(run.n_envs, args.seed)
+        every = args.geometry_every  # None: the checkpoint's
+        agent = cls.load(args.resume, env=env, device=args.device, geometry_every=every)
     else:
-        agent = cls(factory(run.n_envs, args.seed), seed=args.seed, device=args.device, **agent_hp)
+        every = DEFAULT_GEOMETRY_EVERY if args.geometry_every is None else args.geometry_every
+        env = factory(run.n_envs, args.seed)
+        agent = cls(env, seed=args.seed, device=args.device, geometry_every=every, **agent_hp)
     training = TrainingConfig(
         logdir=logdir,
         total_timesteps=total,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,8 +22,15 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor
 import envs
 from agents.common.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from agents.common.config import build_config
+from agents.common.geometry import (
+    DEFAULT_GEOMETRY_EVERY,
+    StepProbe,
+    check_geometry_every,
+    update_with_geometry,
+)
 from agents.common.networks import Critic, flat_obs_dim, make_actor
 from agents.common.rollout import Batch, RolloutCollector
+from rl_ig.fisher import PolicyFisher
 
 Callback = Callable[["OnPolicyAgent", dict[str, float]], bool | None]
 
@@ -79,6 +87,9 @@ class OnPolicyAgent(abc.ABC):
         env: a ``VecEnv`` (as built by :func:`envs.make_vec_env`), a gymnasium env or a name.
         seed: seeds the networks' initialisation, action sampling and minibatch order.
         device: where the networks live (``"cpu"`` or ``"cuda"``).
+        geometry_every: measure the step's geometry (``geometry/`` entries of the update's
+            dict, see :mod:`agents.common.geometry`) on the first update and every this many
+            after it; 0: never. Training is the same either way.
         **hyperparameters: fields of the agent's configuration class (rl-zoo aliases too).
     """
 
@@ -87,6 +98,7 @@ class OnPolicyAgent(abc.ABC):
     aliases: ClassVar[dict[str, str]] = {}
     # Names that set the same quantity in another library's convention: {theirs: ours}.
     conventions: ClassVar[dict[str, str]] = {}
+    fisher: PolicyFisher  # the actor's; built by every subclass's _setup
 
     @classmethod
     def resolve_hyperparameters(cls, hp: dict[str, Any], action_space: gym.Space) -> dict[str, Any]:
@@ -99,10 +111,12 @@ class OnPolicyAgent(abc.ABC):
         *,
         seed: int = 0,
         device: str = "cpu",
+        geometry_every: int = DEFAULT_GEOMETRY_EVERY,
         **hyperparameters: Any,
     ):
         self.device = _check_seed_and_device(seed, device)
         self.seed = seed
+        self.geometry_every = check_geometry_every(geometry_every)
         self.env = as_vec_env(env, seed)
         hp = self.resolve_hyperparameters(hyperparameters, self.env.action_space)
         self.config = build_config(self.config_class, hp, aliases=self.aliases)
@@ -139,6 +153,19 @@ class OnPolicyAgent(abc.ABC):
         """Optimisers whose state a checkpoint keeps."""
         return {}
 
+    def kl_bound(self) -> float:
+        """The bound the update enforces on the mean KL of its step (NaN: none)."""
+        return math.nan
+
+    def measured_geometry(self, probe: StepProbe, grad: torch.Tensor) -> dict[str, float]:
+        """The agent's own ``geometry/`` measures of a measured update (none by default).
+
+        Called after the step, with what was kept before it and ``g: (n,)``, the policy
+        gradient at ``θ_old`` (see :mod:`agents.common.geometry`). Must draw no random number
+        and leave the parameters as it found them.
+        """
+        return {}
+
     # -- training ----------------------------------------------------------------------------
 
     def learn(
@@ -170,7 +197,11 @@ class OnPolicyAgent(abc.ABC):
         return self
 
     def train_iteration(self) -> dict[str, float]:
-        """Collect one rollout and update on it; returns the update's dict with timing added."""
+        """Collect one rollout and update on it; returns the update's dict with timing added.
+
+        ``time/update_s`` leaves out the time spent measuring the step, which a measured update
+        reports as ``time/geometry_s``; ``time/fps`` counts the whole iteration.
+        """
         start = time.perf_counter()
         self.collector.collect(self.actor, self.generator)
         collected = time.perf_counter()
@@ -179,11 +210,13 @@ class OnPolicyAgent(abc.ABC):
         self.num_timesteps += self.config.n_steps * self.env.num_envs
         if self._learn_target > 0:
             self.progress_remaining = max(0.0, 1.0 - self.num_timesteps / self._learn_target)
-        info = self.update(batch)
+        info, geometry_s = update_with_geometry(self, batch)
         self.n_updates += 1
         end = time.perf_counter()
         info["time/rollout_s"] = collected - start
-        info["time/update_s"] = end - collected
+        info["time/update_s"] = end - collected - (geometry_s or 0.0)
+        if geometry_s is not None:
+            info["time/geometry_s"] = geometry_s
         info["time/fps"] = self.config.n_steps * self.env.num_envs / (end - start)
         returns = self.collector.episode_returns
         if returns:
@@ -233,6 +266,7 @@ class OnPolicyAgent(abc.ABC):
             "algo": self.algo,
             "config": dataclasses.asdict(self.config),
             "seed": self.seed,
+            "geometry_every": self.geometry_every,
             "num_timesteps": self.num_timesteps,
             "n_updates": self.n_updates,
             "env": env_description(self.env),
@@ -253,10 +287,20 @@ class OnPolicyAgent(abc.ABC):
 
     @classmethod
     def load(
-        cls, path: str | Path, env: VecEnv | gym.Env | str | None = None, device: str = "cpu"
+        cls,
+        path: str | Path,
+        env: VecEnv | gym.Env | str | None = None,
+        device: str = "cpu",
+        geometry_every: int | None = None,
     ) -> OnPolicyAgent:
-        """Rebuild an agent from a checkpoint; without ``env`` the saved environment is made."""
+        """Rebuild an agent from a checkpoint; without ``env`` the saved environment is made.
+
+        ``geometry_every`` defaults to the saved one (:data:`DEFAULT_GEOMETRY_EVERY` for a
+        checkpoint that predates it).
+        """
         meta, state = load_checkpoint(path)
+        if geometry_every is None:
+            geometry_every = meta.get("geometry_every", DEFAULT_GEOMETRY_EVERY)
         if meta.get("algo") != cls.algo:
             raise CheckpointError(
                 f"{path} holds a {meta.get('algo')!r} agent, not {cls.algo!r}; "
@@ -264,7 +308,13 @@ class OnPolicyAgent(abc.ABC):
             )
         if env is None:
             env = _rebuild_env(meta, path)
-        agent = cls(env, seed=meta["seed"], device=device, **meta["config"])
+        agent = cls(
+            env,
+            seed=meta["seed"],
+            device=device,
+            geometry_every=geometry_every,
+            **meta["config"],
+        )
         _check_spaces(meta, agent.env, path)
         try:
             agent.load_state_dict(state)

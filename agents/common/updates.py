@@ -7,12 +7,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from torch.distributions import Distribution
-from torch.nn.utils import parameters_to_vector, vector_to_parameters
+from torch.nn.utils import parameters_to_vector
 
 from agents.common import fast_mlp
 from agents.common.networks import Critic
 from agents.common.rollout import Batch
 from rl_ig.fisher import PolicyFisher
+from rl_ig.geometry import at_parameters
 
 
 def normalize(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -86,10 +87,16 @@ def _mse_step(critic: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch
 
 
 @torch.no_grad()
-def _swap_in(params: list[torch.Tensor], theta: torch.Tensor) -> torch.Tensor:
-    current = parameters_to_vector(params).clone()
-    vector_to_parameters(theta, params)
-    return current
+def assign_parameters(params: list[torch.Tensor], theta: torch.Tensor) -> None:
+    """Set ``params`` to the flat vector ``theta: (n,)`` (``parameters_to_vector`` layout).
+
+    Written in place with ``copy_``, which bumps the parameters' version counters, so that a
+    :class:`~rl_ig.fisher.PolicyFisher` drops a linearisation cached at the old values
+    (``vector_to_parameters`` rebinds ``param.data`` and leaves the counters as they were).
+    The parameters never alias ``theta``.
+    """
+    for p, value in zip(params, theta.split([p.numel() for p in params])):
+        p.copy_(value.view_as(p))
 
 
 def step_geometry(
@@ -102,13 +109,9 @@ def step_geometry(
         ``train/fisher_norm``: ``sqrt(Δᵀ F(θ_old) Δ)``, the step's length in the Fisher metric;
         ``train/step_norm``: its Euclidean length ``‖Δ‖``.
     """
-    params = fisher.params
     with torch.no_grad():
         kl = fisher.kl(obs, old_dist).item()
-    theta_new = _swap_in(params, theta_old)
-    try:
-        delta = theta_new - theta_old
+        delta = parameters_to_vector(fisher.params) - theta_old
+    with at_parameters(fisher.params, theta_old):
         norm = fisher.fisher_norm(obs, delta).item()
-    finally:
-        _swap_in(params, theta_new)
     return {"train/kl": kl, "train/fisher_norm": norm, "train/step_norm": delta.norm().item()}

@@ -29,6 +29,11 @@ class RunPaths:
         return self.logdir / "evaluations.csv"
 
     @property
+    def geometry(self) -> Path:
+        """RL runs: one row per update whose step geometry was measured (``geometry/`` keys)."""
+        return self.logdir / "geometry.csv"
+
+    @property
     def checkpoint(self) -> Path:
         """The latest checkpoint written during training (or on Ctrl-C)."""
         return self.logdir / "checkpoint.pt"
