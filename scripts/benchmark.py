@@ -368,6 +368,7 @@ def optimizer_benchmarks(p: argparse.ArgumentParser, a: argparse.Namespace) -> i
     import torch
 
     torch.set_num_threads(a.threads)
+    torch.set_flush_denormal(True)  # as train_supervised.py does, for every contender
     if a.optim_step:
         import benchmark_optim
 

@@ -50,13 +50,21 @@ def contenders(lr: float, frequency: int, epsilon: float) -> dict[str, Optimizer
             matrix_eps=epsilon,
         )  # fmt: skip
 
-    def default(m: nn.Module) -> torch.optim.Optimizer:
-        return Shampoo(m.parameters(), lr=lr, epsilon=epsilon, precondition_frequency=frequency)
+    def default(m: nn.Module, block: int = 1024) -> torch.optim.Optimizer:
+        return Shampoo(
+            m.parameters(),
+            lr=lr,
+            epsilon=epsilon,
+            precondition_frequency=frequency,
+            max_preconditioner_dim=block,
+        )
 
     return {
         "rl-ig Shampoo (matched)": matched,
         "pytorch-optimizer Shampoo": reference,
         "rl-ig Shampoo": default,
+        "rl-ig Shampoo (blocks 256)": lambda m: default(m, 256),
+        "rl-ig Shampoo (blocks 128)": lambda m: default(m, 128),
         "rl-ig Adam": lambda m: Adam(m.parameters(), lr=lr),
     }
 

@@ -114,6 +114,10 @@ def setup(args: argparse.Namespace, ctx: DistContext) -> SupervisedRun:
     if args.threads < 1:
         raise ValueError(f"--threads must be an integer >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
+    # Saturated logistic units (the CURVES autoencoder) produce subnormal floats, which x86 CPUs
+    # without flush-to-zero handle in microcode: 445 ms against 38 ms per forward and backward
+    # pass at batch 1000 on a Xeon. Flushing them to zero changes values below 1e-38 only.
+    torch.set_flush_denormal(True)
     config = build_config(args, ctx)
     ctx.local_batch_size(config.batch_size)
     task = make_task(args.task, args.data_seed)
