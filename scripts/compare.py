@@ -47,6 +47,7 @@ from rl_ig.run import (
     parse_steps,
     report_early_interrupt,
     report_usage_error,
+    writable_dir,
     write_json,
 )
 
@@ -157,15 +158,7 @@ def check_positive(flag: str, value: int | None, low: int = 1) -> None:
 
 def check_writable(flag: str, path: Path) -> Path:
     """Create ``path`` and check that files can be written in it; one-line ``OSError``."""
-    probe = path / ".write_probe"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise OSError(f"cannot write to {flag} {path}: {reason}; pass a writable {flag}") from None
-    return path
+    return writable_dir(path, flag, flag)
 
 
 def validate(args: argparse.Namespace) -> CompareConfig:

@@ -23,7 +23,7 @@ from rl_ig.run.cli import (
 )
 from rl_ig.run.csvlog import CsvLog, CsvLogError
 from rl_ig.run.interrupt import announce_stop, stop_on_sigint
-from rl_ig.run.outputs import RunPaths, prepare_logdir, write_json
+from rl_ig.run.outputs import RunPaths, prepare_logdir, writable_dir, write_json
 
 __all__ = [
     "EXIT_ABORTED",
@@ -36,6 +36,7 @@ __all__ = [
     "one_line",
     "parse_steps",
     "prepare_logdir",
+    "writable_dir",
     "report_early_interrupt",
     "report_usage_error",
     "resume_command",

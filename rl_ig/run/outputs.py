@@ -66,7 +66,15 @@ def prepare_logdir(logdir: str | Path) -> Path:
     Raises:
         OSError: one line naming the directory, the reason and the fix (``--logdir``).
     """
-    path = Path(logdir)
+    return writable_dir(Path(logdir), "logdir", "--logdir")
+
+
+def writable_dir(path: Path, name: str, flag: str) -> Path:
+    """Create ``path`` and check that a file can be written in it.
+
+    Raises:
+        OSError: ``cannot write to <name> <path>: <reason>; pass a writable <flag>``.
+    """
     probe = path / ".write_probe"
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -74,9 +82,7 @@ def prepare_logdir(logdir: str | Path) -> Path:
         probe.unlink()
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise OSError(
-            f"cannot write to logdir {path}: {reason}; pass a writable --logdir"
-        ) from None
+        raise OSError(f"cannot write to {name} {path}: {reason}; pass a writable {flag}") from None
     return path
 
 
