@@ -112,8 +112,19 @@ def _sb3_class(algo: str) -> type:
     return PPO if algo == "ppo" else A2C
 
 
-def build(lib: str, algo: str, env: str, seed: int, threads: int, overrides=None):
-    """An agent of ``lib`` ("rl-ig" or "sb3") with the tuned settings, and its env."""
+def build(
+    lib: str,
+    algo: str,
+    env: str,
+    seed: int,
+    threads: int,
+    overrides=None,
+    geometry_every: int | None = None,
+):
+    """An agent of ``lib`` ("rl-ig" or "sb3") with the tuned settings, and its env.
+
+    ``geometry_every`` sets how often an rl-ig agent measures its step's geometry (None: the
+    agents' default); the reference measures nothing."""
     env_id, run, hp = zoo_settings(algo, env, overrides)
     if lib == "rl-ig":
         import envs
@@ -129,7 +140,8 @@ def build(lib: str, algo: str, env: str, seed: int, threads: int, overrides=None
             normalize_reward=run["normalize_reward"],
             gamma=hp.get("gamma", 0.99),
         )
-        return ALGOS[algo](venv, seed=seed, **hp), run
+        extra = {} if geometry_every is None else {"geometry_every": geometry_every}
+        return ALGOS[algo](venv, seed=seed, **hp, **extra), run
     import torch
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
@@ -153,9 +165,11 @@ def build(lib: str, algo: str, env: str, seed: int, threads: int, overrides=None
     return model, run
 
 
-def throughput_worker(lib: str, algo: str, env: str, steps: int, threads: int) -> dict:
+def throughput_worker(
+    lib: str, algo: str, env: str, steps: int, threads: int, geometry_every: int | None = None
+) -> dict:
     """Steps/s of ``learn(steps)`` after one warm-up update (imports, first allocations)."""
-    model, run = build(lib, algo, env, 0, threads)
+    model, run = build(lib, algo, env, 0, threads, geometry_every=geometry_every)
     warm = model.n_steps * run["n_envs"] if lib == "sb3" else model.config.n_steps * run["n_envs"]
     model.learn(warm)
     start = time.perf_counter()
@@ -348,16 +362,23 @@ def _spawn(args: list[str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def throughput(algo: str, env: str, steps: int, rounds: int, threads: int) -> None:
+def throughput(
+    algo: str, env: str, steps: int, rounds: int, threads: int, geometry_every: int | None = None
+) -> None:
     """Alternate fresh rl-ig and reference processes and report the ratio of medians."""
     rates: dict[str, list[float]] = {"rl-ig": [], "sb3": []}
+    geometry = [] if geometry_every is None else [f"--geometry-every={geometry_every}"]
     for r in range(rounds):
         for lib in ("rl-ig", "sb3") if r % 2 == 0 else ("sb3", "rl-ig"):
-            res = _spawn(_worker_args("throughput", lib, algo, env, steps, threads))
+            res = _spawn([*_worker_args("throughput", lib, algo, env, steps, threads), *geometry])
             rates[lib].append(res["steps_per_s"])
             print(f"round {r + 1}/{rounds} {lib:6s} {res['steps_per_s']:8.0f} steps/s", flush=True)
     ours, ref = statistics.median(rates["rl-ig"]), statistics.median(rates["sb3"])
-    print(f"\n{algo.upper()} {env}, {steps} steps x {rounds} rounds, {threads} thread(s):")
+    measured = "the agents' default" if geometry_every is None else str(geometry_every)
+    print(
+        f"\n{algo.upper()} {env}, {steps} steps x {rounds} rounds, {threads} thread(s), "
+        f"rl-ig geometry every {measured} updates:"
+    )
     print(f"  rl-ig             {ours:8.0f} steps/s (median)")
     print(f"  {REFERENCE[algo]:17s} {ref:8.0f} steps/s (median)")
     print(f"  ratio             {ours / ref:8.2f}x")
@@ -413,6 +434,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
+        "--geometry-every",
+        type=int,
+        default=None,
+        help="throughput: rl-ig measures its step geometry every N updates (0: never; "
+        "default: the agents' own default)",
+    )
+    p.add_argument(
         "--reference-heap",
         action="store_true",
         help="also retain the heap in the reference's processes (rl-ig's configure_runtime)",
@@ -456,7 +484,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["RL_IG_BENCH_REFERENCE_HEAP"] = "1"  # inherited by the worker processes
     if a.worker == "throughput":
         steps = int(a.steps or 20480)
-        print(json.dumps(throughput_worker(a.lib, a.algo, a.env, steps, a.threads)))
+        print(
+            json.dumps(throughput_worker(a.lib, a.algo, a.env, steps, a.threads, a.geometry_every))
+        )
         return 0
     if a.worker == "returns":
         overrides = parse_overrides(a.hp)
@@ -487,7 +517,9 @@ def main(argv: list[str] | None = None) -> int:
         steps = int(a.steps or 20480)
         returns(a.algo, a.env, steps, a.seeds, a.jobs, a.threads, a.out, libs, tuple(a.hp))
         return 0
-    throughput(a.algo, a.env, int(a.steps or 20480), a.rounds, a.threads)
+    if a.geometry_every is not None and a.geometry_every < 0:
+        p.error(f"--geometry-every must be an integer >= 0 (0: never), got {a.geometry_every}")
+    throughput(a.algo, a.env, int(a.steps or 20480), a.rounds, a.threads, a.geometry_every)
     return 0
 
 

@@ -112,3 +112,16 @@ def test_optim_step_rejects_a_partial_root_period() -> None:
     out = run_cli("--optim-step", "--steps", "15")
     assert out.returncode == 2
     assert "--steps must be a multiple of the period 10, got 15" in out.stderr.splitlines()[-1]
+
+
+def test_negative_geometry_every_exits_2_with_one_line() -> None:
+    out = run_cli("--algo", "ppo", "--geometry-every", "-1")
+    assert out.returncode == 2
+    assert "--geometry-every must be an integer >= 0" in out.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in out.stderr
+
+
+def test_the_reference_gets_no_rl_ig_only_setting() -> None:
+    _, _, hp = benchmark.zoo_settings("ppo", "HalfCheetah")
+    assert hp["compile"] is True  # rl-ig's own default for MuJoCo PPO
+    assert "compile" not in benchmark._sb3_kwargs("ppo", "HalfCheetah", hp)
