@@ -25,10 +25,10 @@ from torch import nn
 from torch.optim import Optimizer
 
 from rl_ig.distributed import check_backend, world
+from rl_ig.optim.shampoo_batches import BlockBatch, make_batches
 from rl_ig.optim.shampoo_blocks import (
     ShampooBlock,
-    assemble,
-    assemble_owned,
+    even_split,
     init_block_state,
     make_blocks,
     matrix_shape,
@@ -164,6 +164,7 @@ class Shampoo(Optimizer):
             grafting_epsilon=grafting_epsilon,
         )
         self._blocks: dict[torch.Tensor, list[ShampooBlock]] = {}
+        self._batches: dict[torch.Tensor, tuple[tuple[bool, ...], list[BlockBatch]]] = {}
         self._process_group = process_group
         self._owners: BlockOwners | None = None
         super().__init__(params, config.group_defaults())
@@ -257,7 +258,7 @@ class Shampoo(Optimizer):
         if size == 1:
             return None
         entries = [
-            (p, matrix_shape(p.shape), self.state.get(p, {}).get("block_dim", group[_DIM]))
+            (p, matrix_shape(p.shape), *_blocking(self.state.get(p, {}), group))
             for group in self.param_groups
             for p in group["params"]
             if _is_matrix(p)
@@ -296,26 +297,26 @@ class Shampoo(Optimizer):
         if not _is_matrix(p):
             return search if graft is None else graft
         blocks = self._blocks_of(p)
-        mine = blocks if plan is None else [b for b, own in zip(blocks, plan.mine(p)) if own]
+        owned = [True] * len(blocks) if plan is None else plan.mine(p)
+        batches = self._batches_of(p, blocks, owned)
         shape = matrix_shape(p.shape)
-        dtype = state["L"][0].dtype if plan is None else _factor_dtype(p)
+        dtype = batches[0].stacks["L"].dtype if batches else _factor_dtype(p)
         grad_2d = grad.reshape(shape).to(dtype)
-        for block in mine:
-            block.update_factors(grad_2d, beta2)
+        for batch in batches:
+            batch.update_factors(batch.gather(grad_2d), beta2)
         if t < group["start_preconditioning_step"]:
             return search if graft is None else graft
         due = t % group["precondition_frequency"] == 0
         correction = 1.0 - beta2**t if beta2 < 1.0 else 1.0
-        for block in mine:
-            if due or not block.has_roots:
-                block.refresh_roots(group["epsilon"], correction, info)
+        for batch in batches:
+            if due or not batch.has_roots:
+                batch.refresh_roots(group["epsilon"], correction, info)
         info["preconditioned_params"] += 1
         graft_2d = None if graft is None else graft.reshape(shape).to(dtype)
         search_2d = search.reshape(shape).to(dtype)
-        if plan is None or shared is None:
-            return assemble(blocks, search_2d, graft_2d).view(p.shape)
-        matrix = assemble_owned(mine, search_2d, graft_2d)
-        shared.append(SharedDirection(matrix, blocks, plan.of(p)))
+        matrix = _directions(batches, search_2d, graft_2d, whole=plan is None)
+        if plan is not None and shared is not None:
+            shared.append(SharedDirection(matrix, blocks, plan.of(p)))
         return matrix.view(p.shape)
 
     def _state(
@@ -334,6 +335,20 @@ class Shampoo(Optimizer):
         if group["grafting"] in ("adam", "adagrad") and "graft_sq" not in state:
             state["graft_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
+
+    def _batches_of(
+        self, p: torch.Tensor, blocks: list[ShampooBlock], owned: list[bool]
+    ) -> list[BlockBatch]:
+        """This rank's blocks of ``p`` in same-shape batches, rebuilt when the state's block
+        lists were replaced (loading) or the ownership changed."""
+        key = tuple(owned)
+        cached = self._batches.get(p)
+        if cached is not None and cached[0] == key and all(b.is_current() for b in cached[1]):
+            return cached[1]
+        mine = [b for b, own in zip(blocks, owned) if own]
+        batches = make_batches(self.state[p], mine, matrix_shape(p.shape))
+        self._batches[p] = (key, batches)
+        return batches
 
     def _blocks_of(self, p: torch.Tensor) -> list[ShampooBlock]:
         """The parameter's blocks, rebuilt when its state was replaced (``load_state_dict``)."""
@@ -356,6 +371,26 @@ class Shampoo(Optimizer):
             if wd:
                 p.mul_(1.0 - lr * wd)
             p.add_(direction.to(p.dtype), alpha=-lr)
+
+
+def _directions(
+    batches: list[BlockBatch],
+    search: torch.Tensor,
+    graft: torch.Tensor | None,
+    whole: bool,
+) -> torch.Tensor:
+    """The preconditioned direction ``(m, n)``: every batch's blocks filled in, the rest zero
+    (``whole``: the batches cover every block)."""
+    stacks = [
+        batch.directions(batch.gather(search), None if graft is None else batch.gather(graft))
+        for batch in batches
+    ]
+    if whole and len(stacks) == 1 and stacks[0].shape[0] == 1:
+        return stacks[0][0]  # one block: the direction itself
+    out = torch.empty_like(search) if whole else torch.zeros_like(search)
+    for batch, stack in zip(batches, stacks):
+        batch.scatter(stack, out)
+    return out
 
 
 def filtered_gradient(
@@ -391,6 +426,13 @@ def graft_direction(
         sq.addcmul_(grad, grad)
         denom = sq.sqrt().add_(group["grafting_epsilon"])
     return torch.div(search, denom, out=denom)
+
+
+def _blocking(state: dict[str, Any], group: dict[str, Any]) -> tuple[int, bool]:
+    """``(block dim, even split)`` of a parameter: its state's, else its group's (a new state)."""
+    if "block_dim" not in state:
+        return group[_DIM], True
+    return state["block_dim"], even_split(state)
 
 
 def _factor_dtype(p: torch.Tensor) -> torch.dtype:

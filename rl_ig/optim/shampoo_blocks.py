@@ -54,15 +54,29 @@ def inverse_root(
     return (root if bool(torch.isfinite(root).all()) else None), retries
 
 
-def block_slices(size: int, max_dim: int) -> list[slice]:
-    """Consecutive pieces ``[0, d), [d, 2d), …`` of ``range(size)``, ``d = max_dim``."""
-    return [slice(start, min(start + max_dim, size)) for start in range(0, size, max_dim)]
+def block_slices(size: int, max_dim: int, even: bool = True) -> list[slice]:
+    """Consecutive pieces of ``range(size)``, each at most ``max_dim`` long.
+
+    ``even``: the fewest pieces, ``k = ceil(size / max_dim)``, of sizes differing by at most one
+    (784 at 256: four of 196), so that a parameter's blocks share few shapes and are computed in
+    batches. Otherwise ``[0, d), [d, 2d), …`` with a shorter last piece (784 at 256: three of 256
+    and one of 16), the layout of states saved before ``block_split`` was recorded.
+    """
+    if not even:
+        return [slice(start, min(start + max_dim, size)) for start in range(0, size, max_dim)]
+    pieces = -(-size // max_dim)
+    base, extra = divmod(size, pieces)
+    bounds = [0]
+    for i in range(pieces):
+        bounds.append(bounds[-1] + base + (1 if i < extra else 0))
+    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def graft_scale(graft: torch.Tensor, direction: torch.Tensor) -> torch.Tensor:
-    """``‖graft‖ / ‖direction‖`` (Frobenius) as a 0-d tensor; 0 where ``direction`` is 0."""
-    norm = torch.linalg.vector_norm(direction)
-    ratio = torch.linalg.vector_norm(graft) / norm
+    """``‖graft_b‖ / ‖direction_b‖`` (Frobenius) of each block of the stacks ``(k, r, c)``, as a
+    ``(k, 1, 1)`` tensor; 0 where ``direction_b`` is 0."""
+    norm = torch.linalg.vector_norm(direction, dim=(1, 2), keepdim=True)
+    ratio = torch.linalg.vector_norm(graft, dim=(1, 2), keepdim=True) / norm
     return torch.where(norm > 0, ratio, torch.zeros_like(ratio))
 
 
@@ -72,7 +86,8 @@ class ShampooBlock:
     The tensors live in the parameter's optimizer state, in lists indexed by ``index``, so that
     ``state_dict`` carries them: ``state["L"][index]: (r, r)``, ``state["R"][index]: (c, c)`` and
     their inverse 4th roots ``state["L_root"][index]``, ``state["R_root"][index]`` (None until
-    first computed).
+    first computed). The arithmetic is done for same-shaped blocks together, by
+    :class:`rl_ig.optim.shampoo_batches.BlockBatch`.
     """
 
     __slots__ = ("cols", "index", "rows", "state")
@@ -81,66 +96,16 @@ class ShampooBlock:
         self.state, self.index, self.rows, self.cols = state, index, rows, cols
 
     @property
-    def has_roots(self) -> bool:
-        """Whether the inverse roots have been computed (or set to a fallback) at least once."""
-        return self.state["L_root"][self.index] is not None
-
-    def update_factors(self, grad: torch.Tensor, beta2: float) -> None:
-        """``L ← β₂L + (1 − β₂)G_bG_bᵀ``, ``R ← β₂R + (1 − β₂)G_bᵀG_b``; a plain sum if β₂ = 1.
-
-        Args:
-            grad: the whole gradient's matrix view ``(m, n)``, in the factors' dtype.
-            beta2: factor decay in (0, 1].
-        """
-        g = grad[self.rows, self.cols]
-        alpha = 1.0 - beta2 if beta2 < 1.0 else 1.0
-        self.state["L"][self.index].addmm_(g, g.T, beta=beta2, alpha=alpha)
-        self.state["R"][self.index].addmm_(g.T, g, beta=beta2, alpha=alpha)
-
-    def refresh_roots(self, epsilon: float, correction: float, info: dict[str, float]) -> None:
-        """Recompute ``(X / correction + εI)^(-1/4)`` for ``X = L, R``.
-
-        A factor whose root cannot be computed keeps its previous root (the identity if it has
-        none); ``info["eigh_retries"]`` and ``info["eigh_fallbacks"]`` count what happened.
-        """
-        for key in FACTOR_KEYS:
-            factor = self.state[key][self.index]
-            if correction != 1.0:
-                factor = factor / correction
-            root, retries = inverse_root(factor, 4, epsilon)
-            info["eigh_retries"] += retries
-            roots = self.state[key + "_root"]
-            if root is None:
-                info["eigh_fallbacks"] += 1
-                if roots[self.index] is None:
-                    roots[self.index] = torch.eye(
-                        factor.shape[0], dtype=factor.dtype, device=factor.device
-                    )
-                continue
-            roots[self.index] = root
-        info["root_updates"] += 1
-
-    def compute_direction(self, search: torch.Tensor, graft: torch.Tensor | None) -> torch.Tensor:
-        """``L_root M_b R_root``, rescaled to the norm of ``graft_b`` when grafting.
-
-        Args:
-            search: the search direction's matrix view ``(m, n)``, in the factors' dtype.
-            graft: the grafting method's direction ``(m, n)``, or None (no grafting).
-
-        Returns:
-            The block's direction ``(r, c)``.
-        """
-        l_root = self.state["L_root"][self.index]
-        r_root = self.state["R_root"][self.index]
-        direction = l_root @ search[self.rows, self.cols] @ r_root
-        if graft is not None:
-            direction.mul_(graft_scale(graft[self.rows, self.cols], direction))
-        return direction
+    def shape(self) -> tuple[int, int]:
+        """``(r, c)``: the block's rows and columns."""
+        return self.rows.stop - self.rows.start, self.cols.stop - self.cols.start
 
 
-def block_pairs(shape: tuple[int, int], max_dim: int) -> list[tuple[slice, slice]]:
+def block_pairs(
+    shape: tuple[int, int], max_dim: int, even: bool = True
+) -> list[tuple[slice, slice]]:
     """``(rows, cols)`` of every block of an ``(m, n)`` matrix view, row-major."""
-    rows, cols = block_slices(shape[0], max_dim), block_slices(shape[1], max_dim)
+    rows, cols = block_slices(shape[0], max_dim, even), block_slices(shape[1], max_dim, even)
     return [(r, c) for r in rows for c in cols]
 
 
@@ -154,12 +119,14 @@ def init_block_state(
 ) -> None:
     """Zero factors and empty roots for every block of an ``(m, n)`` matrix view.
 
-    ``state["block_dim"]`` records ``max_dim``: the blocking is fixed when the state is created.
-    With ``mine`` (one flag per block), the factors of the blocks not marked are None.
+    ``state["block_dim"]`` records ``max_dim`` and ``state["block_split"]`` the even split of
+    :func:`block_slices`: the blocking is fixed when the state is created. With ``mine`` (one
+    flag per block), the factors of the blocks not marked are None.
     """
     pairs = block_pairs(shape, max_dim)
     owned = [True] * len(pairs) if mine is None else list(mine)
     state["block_dim"] = max_dim
+    state["block_split"] = "even"
     state["L"] = [
         _zeros(r.stop - r.start, dtype, device) if o else None for (r, _), o in zip(pairs, owned)
     ]
@@ -172,31 +139,15 @@ def init_block_state(
 
 def make_blocks(state: dict[str, Any], shape: tuple[int, int]) -> list[ShampooBlock]:
     """The blocks of an ``(m, n)`` matrix view whose state :func:`init_block_state` created."""
-    pairs = block_pairs(shape, state["block_dim"])
+    pairs = block_pairs(shape, state["block_dim"], even_split(state))
     return [ShampooBlock(state, i, r, c) for i, (r, c) in enumerate(pairs)]
+
+
+def even_split(state: dict[str, Any]) -> bool:
+    """Whether the state's blocks are the even split (states saved without ``block_split`` use
+    the older layout with a short last block)."""
+    return state.get("block_split") == "even"
 
 
 def _zeros(n: int, dtype: torch.dtype, device: Any) -> torch.Tensor:
     return torch.zeros(n, n, dtype=dtype, device=device)
-
-
-def assemble(
-    blocks: list[ShampooBlock], search: torch.Tensor, graft: torch.Tensor | None
-) -> torch.Tensor:
-    """The preconditioned direction ``(m, n)`` of a parameter, block by block."""
-    if len(blocks) == 1:
-        return blocks[0].compute_direction(search, graft)
-    out = torch.empty_like(search)
-    for block in blocks:
-        out[block.rows, block.cols] = block.compute_direction(search, graft)
-    return out
-
-
-def assemble_owned(
-    blocks: list[ShampooBlock], search: torch.Tensor, graft: torch.Tensor | None
-) -> torch.Tensor:
-    """The direction ``(m, n)`` with ``blocks`` filled in and zeros elsewhere."""
-    out = torch.zeros_like(search)
-    for block in blocks:
-        out[block.rows, block.cols] = block.compute_direction(search, graft)
-    return out

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 ROOT_KEYS = ("eigh_retries", "eigh_fallbacks", "root_updates")  # counted by block owners
 _BLOCK_KEYS = ("L", "R", "L_root", "R_root")
+PlanEntry = tuple[torch.Tensor, tuple[int, int], int, bool]
+"""``(param, (m, n) matrix view, block dim, even split)``: what fixes a parameter's blocks."""
 
 
 @dataclass(frozen=True)
@@ -43,17 +45,15 @@ class BlockOwners:
         return [owner == self.rank for owner in self.owners[id(p)]]
 
 
-def plan_blocks(
-    entries: Sequence[tuple[torch.Tensor, tuple[int, int], int]], rank: int, size: int
-) -> BlockOwners:
+def plan_blocks(entries: Sequence[PlanEntry], rank: int, size: int) -> BlockOwners:
     """Assign every block of the matrix parameters to a rank.
 
     Args:
-        entries: ``(param, (m, n) matrix view, block dim)`` of every matrix parameter, in the
-            same order on every rank.
+        entries: ``(param, (m, n) matrix view, block dim, even split)`` of every matrix
+            parameter, in the same order on every rank.
         rank: this rank; size: the world size.
     """
-    pairs = [block_pairs(shape, dim) for _, shape, dim in entries]
+    pairs = [block_pairs(shape, dim, even) for _, shape, dim, even in entries]
     key = plan_key(entries, rank, size)
     costs = [
         float(r.stop - r.start) ** 3 + float(c.stop - c.start) ** 3
@@ -62,17 +62,15 @@ def plan_blocks(
     ]
     flat = assign_work(costs, size)
     owners, start = {}, 0
-    for (p, _, _), blocks in zip(entries, pairs):
+    for (p, *_), blocks in zip(entries, pairs):
         owners[id(p)] = tuple(flat[start : start + len(blocks)])
         start += len(blocks)
     return BlockOwners(rank, size, key, owners)
 
 
-def plan_key(
-    entries: Sequence[tuple[torch.Tensor, tuple[int, int], int]], rank: int, size: int
-) -> tuple[Any, ...]:
+def plan_key(entries: Sequence[PlanEntry], rank: int, size: int) -> tuple[Any, ...]:
     """What :func:`plan_blocks` depends on: a cached plan is reused while this is unchanged."""
-    return (rank, size, tuple((id(p), shape, dim) for p, shape, dim in entries))
+    return (rank, size, tuple((id(p), *rest) for p, *rest in entries))
 
 
 @dataclass

@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rl_ig.optim import Shampoo
-from rl_ig.optim.shampoo_blocks import ShampooBlock
+from rl_ig.optim.shampoo_batches import BlockBatch
+from rl_ig.optim.shampoo_blocks import block_slices
 
 DT = torch.float64
 TOL = {"rtol": 1e-10, "atol": 1e-12}
@@ -156,22 +157,17 @@ def test_one_block_covering_the_matrix_equals_unblocked() -> None:
         assert torch.equal(a, b)
 
 
-def test_blocks_are_preconditioned_and_grafted_independently() -> None:
-    w0, grads = _randn(7, 5, seed=0), [_randn(7, 5, seed=s) for s in range(1, 4)]
-    eps = 1e-4
-    kw = {"betas": (0.0, 1.0), "start_preconditioning_step": 1, "precondition_frequency": 1}
-    param = nn.Parameter(w0.clone())
-    after, opt = _run(
-        param, grads, lr=0.1, epsilon=eps, max_preconditioner_dim=3, grafting="sgd", **kw
-    )
-    rows, cols = [slice(0, 3), slice(3, 6), slice(6, 7)], [slice(0, 3), slice(3, 5)]
-    blocks = [(r, c) for r in rows for c in cols]
-    state = opt.state[param]
-    assert [tuple(x.shape) for x in state["L"]] == [(3, 3)] * 4 + [(1, 1)] * 2
-    assert [tuple(x.shape) for x in state["R"]] == [(3, 3), (2, 2)] * 3
+def _blockwise_sgd_grafted(
+    w0: torch.Tensor,
+    grads: list[torch.Tensor],
+    blocks: list[tuple[slice, slice]],
+    eps: float,
+    lr: float,
+) -> list[torch.Tensor]:
+    """Dense float64 reference: per block, summed factors, roots every step, SGD grafting."""
     factors = {b: (0.0, 0.0) for b in range(len(blocks))}
-    w = w0.clone()
-    for g, got in zip(grads, after):
+    w, out = w0.clone(), []
+    for g in grads:
         step = torch.empty_like(w)
         for b, (r, c) in enumerate(blocks):
             gb = g[r, c]
@@ -179,8 +175,79 @@ def test_blocks_are_preconditioned_and_grafted_independently() -> None:
             factors[b] = (big_l, big_r)
             d = dense_root(big_l, eps) @ gb @ dense_root(big_r, eps)
             step[r, c] = d * gb.norm() / d.norm()  # per-block grafting onto SGD
-        w = w - 0.1 * step
-        torch.testing.assert_close(got, w, **TOL)
+        w = w - lr * step
+        out.append(w)
+    return out
+
+
+BLOCKED = {"betas": (0.0, 1.0), "start_preconditioning_step": 1, "precondition_frequency": 1}
+
+
+@pytest.mark.parametrize(
+    ("shape", "rows", "cols"),
+    [
+        # 7 = 3 + 2 + 2 and 5 = 3 + 2: four block shapes, computed in four batches.
+        ((7, 5), [(0, 3), (3, 5), (5, 7)], [(0, 3), (3, 5)]),
+        # 6 = 2 + 2 + 2 and 4 = 2 + 2: one regular grid of six 2 x 2 blocks, one batch.
+        ((6, 4), [(0, 2), (2, 4), (4, 6)], [(0, 2), (2, 4)]),
+    ],
+)
+def test_blocks_are_preconditioned_and_grafted_independently(
+    shape: tuple[int, int], rows: list[tuple[int, int]], cols: list[tuple[int, int]]
+) -> None:
+    w0, grads = _randn(*shape, seed=0), [_randn(*shape, seed=s) for s in range(1, 4)]
+    eps, dim = 1e-4, max(b - a for a, b in rows + cols)
+    param = nn.Parameter(w0.clone())
+    after, opt = _run(
+        param, grads, lr=0.1, epsilon=eps, max_preconditioner_dim=dim, grafting="sgd", **BLOCKED
+    )
+    blocks = [(slice(*r), slice(*c)) for r in rows for c in cols]
+    state = opt.state[param]
+    assert [tuple(x.shape) for x in state["L"]] == [(r.stop - r.start,) * 2 for r, _ in blocks]
+    assert [tuple(x.shape) for x in state["R"]] == [(c.stop - c.start,) * 2 for _, c in blocks]
+    for got, expected in zip(after, _blockwise_sgd_grafted(w0, grads, blocks, eps, 0.1)):
+        torch.testing.assert_close(got, expected, **TOL)
+
+
+def test_even_split_takes_the_fewest_pieces_of_nearly_equal_size() -> None:
+    sizes = {
+        (784, 256): [196] * 4,
+        (785, 256): [197, 196, 196, 196],
+        (400, 128): [100] * 4,
+        (256, 256): [256],
+        (5, 1): [1] * 5,
+    }
+    for (size, dim), expected in sizes.items():
+        pieces = block_slices(size, dim)
+        assert [s.stop - s.start for s in pieces] == expected
+        assert pieces[0].start == 0 and pieces[-1].stop == size
+        assert all(a.stop == b.start for a, b in zip(pieces, pieces[1:]))
+    tail = block_slices(784, 256, even=False)
+    assert [s.stop - s.start for s in tail] == [256, 256, 256, 16]
+
+
+def test_a_state_saved_with_the_older_block_layout_loads_and_continues() -> None:
+    """States saved before ``block_split`` was recorded used ``[0, d), [d, 2d), …`` pieces."""
+    w0, grads = _randn(7, 5, seed=0), [_randn(7, 5, seed=s) for s in range(1, 4)]
+    eps, lr = 1e-4, 0.1
+    kw = {"lr": lr, "epsilon": eps, "max_preconditioner_dim": 3, "grafting": "sgd", **BLOCKED}
+    rows, cols = [slice(0, 3), slice(3, 6), slice(6, 7)], [slice(0, 3), slice(3, 5)]
+    blocks = [(r, c) for r in rows for c in cols]
+    expected = _blockwise_sgd_grafted(w0, grads, blocks, eps, lr)
+    # The state after two steps, in the older layout, built from the dense reference.
+    param = nn.Parameter(expected[1].clone())
+    opt = Shampoo([param], **kw)
+    saved = opt.state_dict()
+    left = [sum(g[r, c] @ g[r, c].T for g in grads[:2]) for r, c in blocks]
+    right = [sum(g[r, c].T @ g[r, c] for g in grads[:2]) for r, c in blocks]
+    roots = {"L_root": [dense_root(x, eps) for x in left]}
+    roots["R_root"] = [dense_root(x, eps) for x in right]
+    saved["state"] = {0: {"step": 2, "block_dim": 3, "L": left, "R": right, **roots}}
+    opt.load_state_dict(saved)
+    param.grad = grads[2].clone()
+    opt.step()
+    assert [tuple(x.shape) for x in opt.state[param]["L"]] == [(3, 3)] * 4 + [(1, 1)] * 2
+    torch.testing.assert_close(param.detach(), expected[2], **TOL)
 
 
 # ----------------------------------------------------------------- 4. amortisation
@@ -360,10 +427,10 @@ def test_eigh_failing_twice_keeps_the_previous_roots(monkeypatch: pytest.MonkeyP
 
 
 def test_non_finite_direction_is_not_applied(monkeypatch: pytest.MonkeyPatch) -> None:
-    def overflow(self: ShampooBlock, search: torch.Tensor, graft: torch.Tensor | None):
-        return torch.full_like(search[self.rows, self.cols], float("inf"))
+    def overflow(self: BlockBatch, search: torch.Tensor, graft: torch.Tensor | None):
+        return torch.full_like(search, float("inf"))
 
-    monkeypatch.setattr(ShampooBlock, "compute_direction", overflow)
+    monkeypatch.setattr(BlockBatch, "directions", overflow)
     w0, b0 = _randn(5, 3, seed=0), _randn(5, seed=1)
     weight, bias = nn.Parameter(w0.clone()), nn.Parameter(b0.clone())
     opt = Shampoo([weight, bias], lr=0.1, start_preconditioning_step=1)
