@@ -31,7 +31,15 @@ from rl_ig.optim.kfac_capture import FactorCapture
 from rl_ig.optim.kfac_config import KFACConfig, build_param_groups, check_diag_fisher
 from rl_ig.optim.kfac_distributed import EighTask, decompose, shared_batch_factors
 from rl_ig.optim.kfac_layers import KFACLayer, find_layers
-from rl_ig.optim.kronecker import Eigen, eigen_scale, kron_mul, kron_solve, running_average
+from rl_ig.optim.kronecker import (
+    Eigen,
+    all_finite,
+    eigen_scale,
+    factored_inverses,
+    kron_mul,
+    kron_solve,
+    running_average,
+)
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -189,6 +197,7 @@ class KFAC(Optimizer):
         other = groups[-1]["params"] if groups[-1]["layer"] is None else []
         self._diag = check_diag_fisher(diag_fisher, other)
         self._capture = FactorCapture(self._layers, explicit=capture == "explicit")
+        self._inverse_cache: dict[str, tuple[Any, ...]] = {}
         self._warned: set[str] = set()
         self.last_step_info: dict[str, float] = {}
 
@@ -208,6 +217,17 @@ class KFAC(Optimizer):
         if not self._capture.explicit:
             raise ValueError("KFAC: capture_factors() needs capture='explicit'; got capture='auto'")
         return self._capture.block()
+
+    def captured_outputs(self) -> list[torch.Tensor]:
+        """The K-FAC layers' outputs recorded so far inside the current :meth:`capture_factors`
+        block (none when factors are not due).
+
+        Differentiating the Fisher loss with respect to these, ``torch.autograd.grad(loss,
+        opt.captured_outputs(), retain_graph=True)``, records every ``G`` without computing the
+        weight gradients that a backward to the parameters would also compute. They are
+        dropped when the block exits.
+        """
+        return self._capture.outputs()
 
     def factors(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Copies of the running factors ``{layer name: (A: (d+1, d+1), G: (out, out))}``."""
@@ -298,7 +318,7 @@ class KFAC(Optimizer):
             dtype = torch.promote_types(p.dtype, torch.float32)
             for key in _FACTOR_KEYS:
                 if key in saved:
-                    self.state[p][key] = saved[key].to(device=p.device, dtype=dtype)
+                    self.state[p][key] = saved[key].to(device=p.device, dtype=dtype, copy=True)
         self._capture.due = self.factors_due
 
     # ----------------------------------------------------------------- step parts
@@ -397,8 +417,12 @@ class KFAC(Optimizer):
         a, g = Eigen(state["QA"], state["dA"]), Eigen(state["QG"], state["dG"])
         v = layer.as_matrix(weight_grad, grads[1] if len(grads) > 1 else None).to(a.Q.dtype)
         scale = eigen_scale(a, g, group["damping"], group["damping_mode"])
-        delta = kron_solve(v, a, g, scale)
-        if not bool(torch.isfinite(delta).all()):
+        if group["damping_mode"] == "factored":
+            g_inv, a_inv = self._inverses(layer, a, g, group["damping"])
+            delta = g_inv @ v @ a_inv
+        else:
+            delta = kron_solve(v, a, g, scale)
+        if not all_finite(delta):
             info["skipped_layers"] = info.get("skipped_layers", 0.0) + 1
             return None
         params = group["params"]
@@ -406,6 +430,18 @@ class KFAC(Optimizer):
         return _Direction(
             group, params, deltas, float((delta * v).sum()), kfac=(layer, a, g, scale)
         )
+
+    def _inverses(
+        self, layer: KFACLayer, a: Eigen, g: Eigen, damping: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's factored-damping inverses, cached until its eigenbases or damping change
+        (they are not part of the state: a loaded optimizer rebuilds them)."""
+        cached = self._inverse_cache.get(layer.name)
+        if cached is not None and cached[0] is a.Q and cached[1] is g.Q and cached[2] == damping:
+            return cached[3]
+        inverses = factored_inverses(a, g, damping)
+        self._inverse_cache[layer.name] = (a.Q, g.Q, damping, inverses)
+        return inverses
 
     def _base_direction(
         self,
@@ -421,7 +457,7 @@ class KFAC(Optimizer):
                 continue
             c = self._diag.get(id(p))
             delta = g / c if c is not None else g
-            if not bool(torch.isfinite(delta).all()):
+            if not all_finite(delta):
                 info["skipped_params"] = info.get("skipped_params", 0.0) + 1
                 continue
             kept.append(p)

@@ -47,6 +47,7 @@ class FactorCapture:
         self.due = True
         self._inside = False
         self._pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._outputs: list[torch.Tensor] = []
         self._handles = [
             layer.module.register_forward_hook(_ForwardHook(self, i))
             for i, layer in enumerate(self.layers)
@@ -63,6 +64,8 @@ class FactorCapture:
             return
         a = layer.a_factor(inputs[0])
         out.register_hook(partial(self._on_grad_output, index, a))
+        if self._inside:
+            self._outputs.append(out)
 
     def _on_grad_output(self, index: int, a: torch.Tensor, grad: torch.Tensor) -> None:
         if self.explicit and not self._inside:
@@ -79,6 +82,11 @@ class FactorCapture:
             yield
         finally:
             self._inside = False
+            self._outputs = []
+
+    def outputs(self) -> list[torch.Tensor]:
+        """The recording layers' outputs from the forwards run so far in the current block."""
+        return list(self._outputs)
 
     def take(self) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         """The committed pairs since the last call, which are then forgotten."""

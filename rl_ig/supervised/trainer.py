@@ -305,9 +305,10 @@ class SupervisedRun:
         steps whose factors are due, the loss on sampled targets is differentiated there first,
         so that K-FAC records ``A`` and ``G`` from it.
 
-        That backward is ``torch.autograd.grad`` with respect to the parameters, whose result
-        is dropped: it leaves ``.grad`` alone and does not fire DDP's gradient hooks, so the
-        backward of the real loss is the one DDP all-reduces. (``ddp.no_sync()`` around the
+        That backward is ``torch.autograd.grad`` with respect to the K-FAC layers' outputs
+        (``captured_outputs``), whose result is dropped: it computes no weight gradients,
+        leaves ``.grad`` alone and does not fire DDP's gradient hooks, so the backward of the
+        real loss is the one DDP all-reduces. (``ddp.no_sync()`` around the
         sampled backward alone would not do: DDP decides in the forward whether the next
         backward synchronises, so the sampled backward would all-reduce and the real one not.)
         """
@@ -317,9 +318,10 @@ class SupervisedRun:
             outputs = self.net(inputs)
             if optimizer.factors_due:
                 sampled = target_sampler.sample(outputs)
-                params = [p for p in self.model.parameters() if p.requires_grad]
                 fisher_loss = self.task.loss(outputs, sampled)
-                torch.autograd.grad(fisher_loss, params, retain_graph=True, allow_unused=True)
+                layers = optimizer.captured_outputs()
+                if layers:
+                    torch.autograd.grad(fisher_loss, layers, retain_graph=True, allow_unused=True)
         return self.task.loss(outputs, targets)
 
     # ------------------------------------------------------------------ outputs

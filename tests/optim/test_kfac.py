@@ -140,6 +140,34 @@ def test_factored_damping_is_its_dense_formula() -> None:
     assert not torch.allclose(expected, -0.4 * dense_solve(a, g, grad, 0.1), rtol=1e-3)
 
 
+def test_factored_inverses_follow_new_factors_and_a_new_damping() -> None:
+    """The cached factored-damping inverses are rebuilt when the damping changes (as adaptive
+    damping does; step 1) and when the eigenbases are refreshed (step 2)."""
+    torch.manual_seed(0)
+    layer = nn.Linear(3, 2).to(DT)
+    opt = KFAC(
+        layer, lr=0.4, damping=0.1, damping_mode="factored", factor_decay=0.0, inverse_update_freq=2
+    )
+    basis: tuple[torch.Tensor, torch.Tensor] | None = None
+    for t, (seed, damping) in enumerate(((7, 0.1), (9, 0.3), (11, 0.3))):
+        opt.param_groups[0]["damping"] = damping
+        x, target = _randn(7, 3, seed=seed), _randn(7, 2, seed=seed + 1)
+        opt.zero_grad()
+        y = layer(x)
+        (0.5 * (y - target).pow(2).sum(1).mean()).backward()
+        if t % 2 == 0:  # eigenbases refreshed from this batch's factors
+            basis = outer_mean(with_ones(x)), outer_mean((y - target).detach())
+        assert basis is not None
+        a, g = basis
+        pi, root = math.sqrt((a.trace() / 4) / (g.trace() / 2)), math.sqrt(damping)
+        left = torch.linalg.inv(a + pi * root * torch.eye(4, dtype=DT))
+        right = torch.linalg.inv(g + root / pi * torch.eye(2, dtype=DT))
+        before, grad = wbar(layer), wbar(layer, grad=True)
+        opt.step()
+        expected = -0.4 * (torch.kron(left, right) @ vec(grad)).reshape(4, 2).T
+        torch.testing.assert_close(wbar(layer) - before, expected, **TOL)
+
+
 class _GaussianPolicy(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -179,6 +207,32 @@ def test_explicit_capture_uses_the_sampled_backward_only() -> None:
     dist.log_prob(actions).sum().backward()
     opt.step()
     assert torch.equal(opt.factors()["mean"][1], g)
+
+
+def test_differentiating_the_captured_outputs_records_the_same_factors() -> None:
+    """The sampled backward taken to the layers' outputs gives the factors of one taken to
+    the parameters, and computes no parameter gradient."""
+    x, y = _randn(7, 4, seed=1), _randn(7, 3, seed=2)
+    factors = []
+    for to_outputs in (False, True):
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 3)).to(DT)
+        opt = KFAC(model, lr=0.1, damping=0.01, capture="explicit")
+        with opt.capture_factors():
+            out = model(x)
+            fisher_loss = 0.5 * ((out - (out.detach() + _randn(7, 3, seed=3))) ** 2).sum(1).mean()
+            outputs = opt.captured_outputs()
+            assert len(outputs) == 2 and outputs[1] is out
+            inputs = outputs if to_outputs else list(model.parameters())
+            torch.autograd.grad(fisher_loss, inputs, retain_graph=True)
+        assert opt.captured_outputs() == []  # dropped when the block exits
+        assert all(p.grad is None for p in model.parameters())
+        (0.5 * ((out - y) ** 2).sum(1).mean()).backward()
+        opt.step()
+        factors.append(opt.factors())
+    for name in factors[0]:
+        for a, b in zip(factors[0][name], factors[1][name]):
+            torch.testing.assert_close(a, b, **TOL)
 
 
 def test_auto_capture_keeps_the_last_forward_backward_pair() -> None:

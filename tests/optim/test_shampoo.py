@@ -406,6 +406,22 @@ def test_failing_float32_eigh_is_retried_in_float64(monkeypatch: pytest.MonkeyPa
     assert not torch.allclose(retried, clean, rtol=1e-6)
 
 
+def test_a_failing_batched_eigh_falls_back_to_one_factor_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Six same-shaped blocks take one batched eigh per factor; when that call fails, every
+    factor is decomposed on its own, which gives the same step."""
+    w0, grads = _randn(6, 4, seed=0), [_randn(6, 4, seed=s) for s in range(1, 3)]
+    kw = {"lr": 0.1, "epsilon": 1e-4, "max_preconditioner_dim": 2, "grafting": "sgd", **BLOCKED}
+    clean, _ = _run(nn.Parameter(w0.clone()), grads, **kw)
+    _failing_eigh(monkeypatch, lambda m: m.ndim == 3)
+    (_, fallback), opt = _run(nn.Parameter(w0.clone()), grads, **kw)
+    assert opt.last_step_info["eigh_retries"] == 0.0
+    assert opt.last_step_info["eigh_fallbacks"] == 0.0
+    assert opt.last_step_info["root_updates"] == 6.0
+    torch.testing.assert_close(fallback, clean[1], **TOL)
+
+
 def test_eigh_failing_twice_keeps_the_previous_roots(monkeypatch: pytest.MonkeyPatch) -> None:
     w0, g1, g2 = _randn(5, 3, seed=0), _randn(5, 3, seed=1), _randn(5, 3, seed=2)
     param = nn.Parameter(w0.clone())
