@@ -1,11 +1,12 @@
 """Time to a target training loss on the CURVES autoencoder (``benchmark.py --curves``).
 
-Every (optimizer, learning rate) pair of the sweep trains the K-FAC paper's autoencoder with
-``scripts/train_supervised.py`` (same seed, same data, same batches) in its own process,
+Every (optimizer, setting) pair of the sweep (:data:`SWEEP`) trains the K-FAC paper's
+autoencoder with ``scripts/train_supervised.py`` (same seed, same data, same batches) in its own
+process,
 ``jobs`` at a time; finished runs are kept, so the command resumes. The training loss is
 evaluated every ``eval_every`` steps on a fixed subset of the training set, and the time to
 target counts training steps only (forward, backward, optimizer step), not evaluations. Each
-optimizer is reported at its best learning rate (fewest steps to the target, then least time).
+optimizer is reported at its best setting (fewest steps to the target, then least time).
 """
 
 from __future__ import annotations
@@ -21,13 +22,37 @@ from pathlib import Path
 
 from benchmark_summary import save_report
 
-SWEEP: dict[str, tuple[float, ...]] = {
-    "kfac": (0.1, 0.3, 1.0),
-    "shampoo": (3e-4, 1e-3, 3e-3),
-    "adam": (3e-4, 1e-3, 3e-3),
-    "sgd": (3e-4, 1e-3, 3e-3),
+
+@dataclass(frozen=True)
+class Point:
+    """One setting of a sweep: a learning rate and hyperparameters on top of the task's."""
+
+    lr: float
+    hp: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The run directory's suffix, e.g. ``lr0.001`` or ``lr1-kl_clip0.01``."""
+        return "-".join([f"lr{self.lr:g}", *(f"{k}{v:g}" for k, v in self.hp)])
+
+    @property
+    def label(self) -> str:
+        return ", ".join([f"lr {self.lr:g}", *(f"{k} {v:g}" for k, v in self.hp)])
+
+
+def _rates(*lrs: float) -> tuple[Point, ...]:
+    return tuple(Point(lr) for lr in lrs)
+
+
+SWEEP: dict[str, tuple[Point, ...]] = {
+    "kfac": tuple(Point(1.0, (("kl_clip", c),)) for c in (0.003, 0.01, 0.03)),
+    "shampoo": _rates(3e-4, 1e-3, 3e-3),
+    "adam": _rates(3e-4, 1e-3, 3e-3),
+    "sgd": _rates(3e-4, 1e-3, 3e-3),
 }
-"""Learning rates tried per optimizer (SGD with momentum 0.9; Shampoo's is its grafted Adam's)."""
+"""The settings tried per optimizer (SGD with momentum 0.9; Shampoo's lr is its grafted
+Adam's). K-FAC's step length is set by its KL clip, which binds on every step here: the clipped
+step ``lr·ν·Δ`` does not depend on ``lr`` then, so its sweep is over ``kl_clip``."""
 
 LABELS = {"kfac": "K-FAC", "shampoo": "Shampoo", "adam": "Adam", "sgd": "SGD-momentum"}
 COLOURS = {"kfac": "tab:red", "shampoo": "tab:purple", "adam": "tab:blue", "sgd": "tab:gray"}
@@ -39,7 +64,7 @@ class Run:
     """One finished run of the sweep, read back from its logdir."""
 
     optim: str
-    lr: float
+    point: Point
     evals: list[tuple[int, float, float]]  # (step, train seconds, training loss)
     ms_per_step: float
 
@@ -55,8 +80,8 @@ class Run:
         return self.evals[-1][2]
 
 
-def logdir(out: Path, optim: str, lr: float) -> Path:
-    return out / f"{optim}-lr{lr:g}"
+def logdir(out: Path, optim: str, point: Point) -> Path:
+    return out / f"{optim}-{point.name}"
 
 
 def _finished(path: Path, steps: int) -> bool:
@@ -67,8 +92,9 @@ def _finished(path: Path, steps: int) -> bool:
     return data.get("status") == "completed" and int(data.get("step", 0)) >= steps
 
 
-def _command(optim: str, lr: float, args: dict, path: Path) -> list[str]:
-    cmd = [sys.executable, str(SCRIPT), "--task", "curves", "--optim", optim, "--lr", f"{lr:g}"]
+def _command(optim: str, point: Point, args: dict, path: Path) -> list[str]:
+    cmd = [sys.executable, str(SCRIPT), "--task", "curves", "--optim", optim]
+    cmd += ["--lr", f"{point.lr:g}", *(f"--hp={k}={v:g}" for k, v in point.hp)]
     cmd += ["--steps", str(args["steps"]), "--eval-every", str(args["eval_every"])]
     cmd += ["--batch-size", str(args["batch_size"]), "--seed", "0", "--no-progress"]
     cmd += ["--threads", str(args["threads"]), "--save-every", "200"]
@@ -78,28 +104,28 @@ def _command(optim: str, lr: float, args: dict, path: Path) -> list[str]:
 
 
 def run_sweep(out: Path, optims: list[str], args: dict, jobs: int) -> None:
-    """Launch every unfinished (optimizer, lr) run, ``jobs`` processes at a time."""
+    """Launch every unfinished (optimizer, setting) run, ``jobs`` processes at a time."""
     pending = [
-        (o, lr)
+        (o, point)
         for o in optims
-        for lr in SWEEP[o]
-        if not _finished(logdir(out, o, lr), args["steps"])
+        for point in SWEEP[o]
+        if not _finished(logdir(out, o, point), args["steps"])
     ]
     running: list[subprocess.Popen] = []
-    for optim, lr in pending:
+    for optim, point in pending:
         while len(running) >= jobs:
             running = [p for p in running if p.poll() is None]
             time.sleep(2)
-        path = logdir(out, optim, lr)
-        print(f"start {optim} lr {lr:g}", flush=True)
-        running.append(subprocess.Popen(_command(optim, lr, args, path)))
+        path = logdir(out, optim, point)
+        print(f"start {optim} {point.label}", flush=True)
+        running.append(subprocess.Popen(_command(optim, point, args, path)))
     for p in running:
         p.wait()
 
 
-def read_run(out: Path, optim: str, lr: float) -> Run | None:
+def read_run(out: Path, optim: str, point: Point) -> Run | None:
     """The run's evaluations and median step time, or None if it has no evaluations."""
-    path = logdir(out, optim, lr)
+    path = logdir(out, optim, point)
     evals_csv, progress_csv = path / "evaluations.csv", path / "progress.csv"
     if not (evals_csv.exists() and progress_csv.exists()):
         return None
@@ -112,7 +138,7 @@ def read_run(out: Path, optim: str, lr: float) -> Run | None:
         steps = [float(r["time/step_s"]) for r in csv.DictReader(f)]
     if not evals or not steps:
         return None
-    return Run(optim, lr, evals, 1e3 * statistics.median(steps))
+    return Run(optim, point, evals, 1e3 * statistics.median(steps))
 
 
 def best_run(runs: list[Run], target: float) -> Run:
@@ -140,18 +166,19 @@ def report_lines(best: dict[str, Run], sweep: dict[str, list[Run]], target: floa
     lines = [
         f"CURVES autoencoder: steps and seconds to training loss <= {target:g}",
         "",
-        "| optimizer | best lr | steps to target | seconds to target | ms per step | final loss |",
+        "| optimizer | best setting | steps to target | seconds to target | ms per step | "
+        "final loss |",
         "|---|---|---|---|---|---|",
     ]
     for optim, run in best.items():
         steps, secs = _fmt(run.to_target(target))
         lines.append(
-            f"| {LABELS[optim]} | {run.lr:g} | {steps} | {secs} | {run.ms_per_step:.0f} | "
+            f"| {LABELS[optim]} | {run.point.label} | {steps} | {secs} | {run.ms_per_step:.0f} | "
             f"{run.final_loss:.2f} |"
         )
     lines += ["", "Every run of the sweep (steps to target):", ""]
     for optim, runs in sweep.items():
-        cells = [f"lr {r.lr:g}: {_fmt(r.to_target(target))[0]}" for r in runs]
+        cells = [f"{r.point.label}: {_fmt(r.to_target(target))[0]}" for r in runs]
         lines.append(f"- {LABELS[optim]}: {'; '.join(cells)}")
     if "adam" in best:
         adam = best["adam"].to_target(target)
@@ -178,7 +205,7 @@ def plot(best: dict[str, Run], target: float, png: Path, table: Path, lines: lis
 
     fig, (ax_time, ax_steps) = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     for optim, run in best.items():
-        label = f"{LABELS[optim]} (lr {run.lr:g})"
+        label = f"{LABELS[optim]} ({run.point.label})"
         steps = [e[0] for e in run.evals]
         secs = [e[1] for e in run.evals]
         loss = [e[2] for e in run.evals]
@@ -191,7 +218,7 @@ def plot(best: dict[str, Run], target: float, png: Path, table: Path, lines: lis
         ax.set_ylabel("training loss (BCE summed over pixels)")
         ax.grid(alpha=0.3)
     ax_steps.legend(fontsize=8)
-    fig.suptitle("CURVES autoencoder: training loss, best learning rate of each optimizer")
+    fig.suptitle("CURVES autoencoder: training loss, best setting of each optimizer")
     save_report(fig, lines, png, table)
 
 
@@ -202,7 +229,7 @@ def curves_benchmark(out: Path, optims: list[str], target: float, args: dict, jo
         raise ValueError(f"--optims takes {', '.join(SWEEP)}, got {', '.join(unknown)}")
     out.mkdir(parents=True, exist_ok=True)
     run_sweep(out, optims, args, jobs)
-    sweep = {o: [r for lr in SWEEP[o] if (r := read_run(out, o, lr))] for o in optims}
+    sweep = {o: [r for point in SWEEP[o] if (r := read_run(out, o, point))] for o in optims}
     best = {o: best_run(runs, target) for o, runs in sweep.items() if runs}
     lines = report_lines(best, sweep, target)
     plot(best, target, out / "curves.png", out / "summary.md", lines)

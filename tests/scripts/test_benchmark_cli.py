@@ -77,16 +77,28 @@ def test_time_to_target_reads_runs_and_picks_the_best_rate(tmp_path: Path) -> No
         [0.05] * 40,
     )
     _fake_run(benchmark_curves.logdir(out, "adam", never), [(0, 0, 900), (40, 9, 100)], [0.2] * 40)
-    runs = [benchmark_curves.read_run(out, "adam", lr) for lr in (fast, slow, never)]
+    runs = [benchmark_curves.read_run(out, "adam", point) for point in (fast, slow, never)]
     assert all(r is not None for r in runs)
     assert runs[0].to_target(60) == (40, 4.0)
     assert runs[1].to_target(60) is None
     assert runs[0].ms_per_step == pytest.approx(100.0)
     best = benchmark_curves.best_run(runs, target=85)  # both reach it at step 20: less time wins
-    assert best.lr == slow
-    assert benchmark_curves.best_run(runs, target=60).lr == fast
+    assert best.point == slow
+    assert benchmark_curves.best_run(runs, target=60).point == fast
     lines = benchmark_curves.report_lines({"adam": best}, {"adam": runs}, 60)
     assert any("not reached" in line for line in lines)
+
+
+def test_a_sweep_point_names_its_run_and_passes_its_hyperparameters(tmp_path: Path) -> None:
+    point = benchmark_curves.Point(1.0, (("kl_clip", 0.01),))
+    assert benchmark_curves.logdir(tmp_path, "kfac", point) == tmp_path / "kfac-lr1-kl_clip0.01"
+    assert point.label == "lr 1, kl_clip 0.01"
+    args = {"steps": 10, "eval_every": 5, "batch_size": 8, "threads": 1}
+    cmd = benchmark_curves._command("kfac", point, args, tmp_path / "run")
+    assert cmd[cmd.index("--lr") + 1] == "1" and "--hp=kl_clip=0.01" in cmd
+    assert benchmark_curves.logdir(tmp_path, "adam", benchmark_curves.Point(1e-3)).name == (
+        "adam-lr0.001"
+    )
 
 
 def test_curves_needs_a_target_and_known_optimizers(tmp_path: Path) -> None:
