@@ -120,6 +120,16 @@ def test_two_layers_each_block_is_its_own_dense_solve() -> None:
         torch.testing.assert_close(wbar(m) - old, -0.5 * dense_solve(a_hand, g_hand, grad, 0.02))
 
 
+def factored_step(
+    a: torch.Tensor, g: torch.Tensor, grad: torch.Tensor, damping: float, lr: float
+) -> torch.Tensor:
+    """``-lr·[(A + π√λI)⁻¹ ⊗ (G + √λ/π I)⁻¹] vec(grad)`` of a 3-in, 2-out layer, densely."""
+    pi, root = math.sqrt((a.trace() / 4) / (g.trace() / 2)), math.sqrt(damping)
+    left = torch.linalg.inv(a + pi * root * torch.eye(4, dtype=DT))
+    right = torch.linalg.inv(g + root / pi * torch.eye(2, dtype=DT))
+    return -lr * (torch.kron(left, right) @ vec(grad)).reshape(4, 2).T
+
+
 def test_factored_damping_is_its_dense_formula() -> None:
     torch.manual_seed(0)
     layer = nn.Linear(3, 2).to(DT)
@@ -128,13 +138,9 @@ def test_factored_damping_is_its_dense_formula() -> None:
     y = layer(x)
     (0.5 * (y - target).pow(2).sum(1).mean()).backward()
     a, g = outer_mean(with_ones(x)), outer_mean((y - target).detach())
-    pi = math.sqrt((a.trace() / 4) / (g.trace() / 2))
-    root = math.sqrt(0.1)
-    left = torch.linalg.inv(a + pi * root * torch.eye(4, dtype=DT))
-    right = torch.linalg.inv(g + root / pi * torch.eye(2, dtype=DT))
     before, grad = wbar(layer), wbar(layer, grad=True)
     opt.step()
-    expected = -0.4 * (torch.kron(left, right) @ vec(grad)).reshape(4, 2).T
+    expected = factored_step(a, g, grad, 0.1, 0.4)
     torch.testing.assert_close(wbar(layer) - before, expected, **TOL)
     # and it differs from the exact damping, so the test tells the modes apart
     assert not torch.allclose(expected, -0.4 * dense_solve(a, g, grad, 0.1), rtol=1e-3)
@@ -158,13 +164,9 @@ def test_factored_inverses_follow_new_factors_and_a_new_damping() -> None:
         if t % 2 == 0:  # eigenbases refreshed from this batch's factors
             basis = outer_mean(with_ones(x)), outer_mean((y - target).detach())
         assert basis is not None
-        a, g = basis
-        pi, root = math.sqrt((a.trace() / 4) / (g.trace() / 2)), math.sqrt(damping)
-        left = torch.linalg.inv(a + pi * root * torch.eye(4, dtype=DT))
-        right = torch.linalg.inv(g + root / pi * torch.eye(2, dtype=DT))
         before, grad = wbar(layer), wbar(layer, grad=True)
         opt.step()
-        expected = -0.4 * (torch.kron(left, right) @ vec(grad)).reshape(4, 2).T
+        expected = factored_step(*basis, grad, damping, 0.4)
         torch.testing.assert_close(wbar(layer) - before, expected, **TOL)
 
 
