@@ -5,7 +5,9 @@ digits-cnn (scikit-learn's 8x8 digits), teacher (teacher-student regression). Op
 shampoo, adam, sgd. Batch size, steps and each optimizer's learning rate default to the task's
 values (``rl_ig.supervised.defaults``); ``--hp key=value`` sets any other optimizer argument.
 K-FAC estimates the true Fisher from targets sampled from the model (``--hp fisher=sampled``,
-the default) or the empirical Fisher from the training targets (``--hp fisher=empirical``).
+the default) or the empirical Fisher from the training targets (``--hp fisher=empirical``);
+``--hp fisher_subsample=4`` reads the sampled Fisher's factors from every 4th example of each
+batch, a quarter of the cost, while the gradient still uses the whole batch.
 
 Logs (TensorBoard, ``progress.csv`` per step, ``evaluations.csv``), ``checkpoint.pt``,
 ``final.pt`` and ``run_summary.json`` go to ``--logdir``. Ctrl-C stops after the current step

@@ -15,7 +15,13 @@ estimate and is not a ``KFAC`` argument:
 * ``"empirical"``: the factors come from the gradients of the minibatch loss itself
   (``capture="auto"``).
 
-``capture`` follows from ``fisher`` and cannot be set on its own.
+``capture`` follows from ``fisher`` and cannot be set on its own. With the sampled Fisher,
+``fisher_subsample=s`` (default 1) reads the factors from every ``s``-th example of the batch
+only: the training loop then runs a forward and the sampled backward on that ``1/s`` of the
+batch instead of sharing the step's full forward. The gradient still uses the whole batch. The
+factors are running averages over many steps, so a fraction of each batch estimates them nearly
+as well for a fraction of the cost (Martens & Grosse 2015 likewise estimate the statistics
+from a subset of each minibatch).
 """
 
 from __future__ import annotations
@@ -38,12 +44,14 @@ SGD_MOMENTUM = 0.9
 FISHER_ESTIMATES = ("sampled", "empirical")
 """The values of K-FAC's ``fisher`` setting (see the module docstring)."""
 DEFAULT_FISHER = "sampled"
+TRAINER_SETTINGS = ("fisher", "fisher_subsample")
+"""K-FAC settings of the training loop, not ``KFAC`` arguments (see the module docstring)."""
 _CAPTURE = {"sampled": "explicit", "empirical": "auto"}
 
 
 def _kfac(model: nn.Module, lr: float, hp: Mapping[str, Any]) -> Optimizer:
-    kwargs = dict(hp)
-    fisher = kwargs.pop("fisher", DEFAULT_FISHER)
+    kwargs = {key: value for key, value in hp.items() if key not in TRAINER_SETTINGS}
+    fisher = hp.get("fisher", DEFAULT_FISHER)
     return KFAC(model, lr=lr, capture=_CAPTURE[fisher], **kwargs)
 
 
@@ -95,6 +103,7 @@ def hyperparameter_defaults(name: str) -> dict[str, Any]:
     if name == "kfac":
         del out["capture"]
         out["fisher"] = DEFAULT_FISHER
+        out["fisher_subsample"] = 1
     return out
 
 
@@ -102,6 +111,12 @@ def kfac_fisher(name: str, hp: Mapping[str, Any]) -> str | None:
     """The Fisher estimate (``"sampled"`` or ``"empirical"``) that optimizer ``name`` with
     ``hp`` uses; None for optimizers other than K-FAC."""
     return str(hp.get("fisher", DEFAULT_FISHER)) if name == "kfac" else None
+
+
+def fisher_subsample(name: str, hp: Mapping[str, Any]) -> int:
+    """Every how many examples of a batch K-FAC's sampled-Fisher factors are read from (1: all;
+    see the module docstring)."""
+    return int(hp.get("fisher_subsample", 1)) if name == "kfac" else 1
 
 
 def resolved_hyperparameters(name: str, hp: Mapping[str, Any]) -> dict[str, Any]:
@@ -126,8 +141,8 @@ def check_hyperparameters(name: str, hp: Mapping[str, Any]) -> None:
     for key, value in hp.items():
         if key == "lr":
             raise ValueError(f"set the learning rate with --lr, not --hp lr={value!r}")
-        if key == "fisher" and name != "kfac":
-            raise ValueError(f"hyperparameter fisher applies to optim kfac only, not {name}")
+        if key in TRAINER_SETTINGS and name != "kfac":
+            raise ValueError(f"hyperparameter {key} applies to optim kfac only, not {name}")
         if key == "capture" and name == "kfac":
             raise ValueError(
                 "hyperparameter capture of optim kfac follows from fisher (sampled: explicit, "
@@ -145,6 +160,20 @@ def check_hyperparameters(name: str, hp: Mapping[str, Any]) -> None:
                 f"(choose from: {', '.join(defaults)})"
             )
         _check_type(key, value, defaults[key])
+    _check_subsample(hp)
+
+
+def _check_subsample(hp: Mapping[str, Any]) -> None:
+    subsample = hp.get("fisher_subsample", 1)
+    if subsample < 1:
+        raise ValueError(
+            f"hyperparameter fisher_subsample must be an integer >= 1, got {subsample}"
+        )
+    if subsample > 1 and hp.get("fisher", DEFAULT_FISHER) != "sampled":
+        raise ValueError(
+            "hyperparameter fisher_subsample applies to the sampled Fisher only (the empirical "
+            "one is read from the step's own backward); drop it or pass --hp fisher=sampled"
+        )
 
 
 def _check_type(key: str, value: Any, default: Any) -> None:

@@ -25,7 +25,11 @@ K-FAC with ``fisher="sampled"`` (the default; see :mod:`rl_ig.supervised.optimiz
 factors from a second backward pass that shares the step's forward: on the steps whose factors
 are due, the forward runs inside ``capture_factors()`` and the loss on targets drawn from the
 model's predictive distribution (:class:`~rl_ig.supervised.fisher.TargetSampler`) is
-differentiated there before the real loss is.
+differentiated there before the real loss is. With ``fisher_subsample=s > 1`` the factors come
+from a forward and that backward on every ``s``-th example of the batch instead, and the step's
+forward runs outside the capture. Each rank takes every ``s``-th example of its own slice, which
+together are the examples one process would take, so the factors do not depend on the number of
+ranks.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from rl_ig.supervised.checkpoint import load_checkpoint, save_checkpoint
 from rl_ig.supervised.fisher import TargetSampler
 from rl_ig.supervised.optimizers import (
     check_optimizer_name,
+    fisher_subsample,
     kfac_fisher,
     make_optimizer,
     resolved_hyperparameters,
@@ -164,6 +169,7 @@ class SupervisedRun:
         self.model = task.make_model(config.seed).to(self.device)
         self.optimizer = make_optimizer(config.optim, self.model, config.lr, config.hp)
         self.target_sampler = self._make_target_sampler()
+        self.fisher_subsample = self._check_fisher_subsample()
         self.paths = RunPaths(Path(config.logdir))
         self.step, self.train_time_s = 0, 0.0
         self.resumed_from = str(resume) if resume is not None else None
@@ -194,6 +200,16 @@ class SupervisedRun:
             rank=self.ctx.rank,
             world_size=self.ctx.world_size,
         )
+
+    def _check_fisher_subsample(self) -> int:
+        subsample = fisher_subsample(self.config.optim, self.config.hp)
+        if self.local_batch % subsample:
+            raise ValueError(
+                f"hyperparameter fisher_subsample={subsample} must divide the batch size per "
+                f"process ({self.local_batch}); pass a --batch-size that is a multiple of "
+                f"{subsample * self.ctx.world_size}"
+            )
+        return subsample
 
     def meta(self) -> dict[str, Any]:
         """What identifies this run in a checkpoint (and what resuming checks)."""
@@ -314,15 +330,27 @@ class SupervisedRun:
         """
         optimizer = self.optimizer
         assert isinstance(optimizer, KFAC)
+        if self.fisher_subsample > 1:
+            if optimizer.factors_due:
+                with optimizer.capture_factors():
+                    outputs = self.model(inputs[:: self.fisher_subsample])
+                    self._sampled_fisher_backward(outputs, target_sampler, optimizer)
+            return self.task.loss(self.net(inputs), targets)
         with optimizer.capture_factors():
             outputs = self.net(inputs)
             if optimizer.factors_due:
-                sampled = target_sampler.sample(outputs)
-                fisher_loss = self.task.loss(outputs, sampled)
-                layers = optimizer.captured_outputs()
-                if layers:
-                    torch.autograd.grad(fisher_loss, layers, retain_graph=True, allow_unused=True)
+                self._sampled_fisher_backward(outputs, target_sampler, optimizer, retain=True)
         return self.task.loss(outputs, targets)
+
+    def _sampled_fisher_backward(
+        self, outputs: Tensor, target_sampler: TargetSampler, optimizer: KFAC, retain: bool = False
+    ) -> None:
+        """The backward of the loss on targets drawn for ``outputs``, to the captured layer
+        outputs only (no weight gradients); ``retain`` keeps the graph for the real loss."""
+        fisher_loss = self.task.loss(outputs, target_sampler.sample(outputs))
+        layers = optimizer.captured_outputs()
+        if layers:
+            torch.autograd.grad(fisher_loss, layers, retain_graph=retain, allow_unused=True)
 
     # ------------------------------------------------------------------ outputs
 

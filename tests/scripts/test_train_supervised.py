@@ -337,8 +337,10 @@ def test_ctrl_c_saves_a_checkpoint_exits_0_and_the_run_resumes(tmp_path: Path) -
         # K-FAC with the sampled Fisher: a second backward per step that DDP must not reduce,
         # and targets that the two ranks must draw as one process does.
         ("kfac", 0.1, {"damping": 0.01, "kl_clip": 0.001, "fisher": "sampled"}),
+        # Factors from every 4th example: each rank's strided rows are one process's.
+        ("kfac", 0.1, {"damping": 0.01, "kl_clip": 0.001, "fisher_subsample": 4}),
     ],
-    ids=["adam", "kfac-sampled"],
+    ids=["adam", "kfac-sampled", "kfac-subsampled"],
 )
 def test_two_processes_under_torchrun_match_one_process_with_the_same_global_batch(
     tmp_path: Path, optim: str, lr: float, hp: dict[str, object]

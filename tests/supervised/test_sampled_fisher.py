@@ -16,6 +16,7 @@ from rl_ig.optim import KFAC
 from rl_ig.supervised.curves import curves_task, sample_images
 from rl_ig.supervised.digits import digits_cnn_task, digits_mlp_task, sample_labels
 from rl_ig.supervised.fisher import TargetSampler, stream_seed
+from rl_ig.supervised.sampler import MinibatchSampler
 from rl_ig.supervised.task import Data, Task
 from rl_ig.supervised.teacher import predictive_variance, sample_noisy_outputs, teacher_task
 from rl_ig.supervised.trainer import SupervisedRun, TrainConfig
@@ -208,6 +209,35 @@ def test_sampled_factors_do_not_depend_on_the_true_targets(tmp_path: Path, fishe
         assert torch.equal(g1, g2)  # same generator state, same samples, same G
     else:
         assert not torch.allclose(g1, g2)
+
+
+@pytest.mark.parametrize("subsample", [1, 4])
+def test_fisher_subsample_reads_the_factors_from_every_nth_example_of_the_batch(
+    tmp_path: Path, subsample: int
+) -> None:
+    """A is the inputs' second moment over the strided rows of the step's batch, and G that of
+    the gradients at targets drawn for those rows only (the bias-only model's outputs are its
+    bias for every input, so they are known)."""
+    n = 400
+    bias = torch.linspace(-3.0, 3.0, 784)
+    task = _bias_only_task(curves_task(0, n_train=n, n_test=8), n, bias)
+    a, g = _factors_after_one_step(task, tmp_path, fisher_subsample=subsample)
+
+    rows = MinibatchSampler(n, n, seed=0).next()[::subsample]
+    x = torch.cat([task.train.inputs[rows], torch.ones(len(rows), 1)], dim=1)
+    sampled = TargetSampler(task.sample_targets, seed=0).sample(bias.expand(len(rows), -1))
+    grads = torch.sigmoid(bias) - sampled
+    torch.testing.assert_close(a, x.T @ x / len(rows))
+    torch.testing.assert_close(g, grads.T @ grads / len(rows))
+
+
+def test_fisher_subsample_must_divide_the_batch_of_each_process(tmp_path: Path) -> None:
+    task = digits_mlp_task(0)
+    config = TrainConfig(
+        optim="kfac", lr=0.1, hp={"fisher_subsample": 3}, steps=1, batch_size=32, logdir=tmp_path
+    )
+    with pytest.raises(ValueError, match=r"fisher_subsample=3 must divide .* \(32\); pass a"):
+        SupervisedRun(task, config)
 
 
 @pytest.mark.parametrize(

@@ -129,6 +129,14 @@ BAD_HP = [
     ),
     ("kfac", {"fisher": None}, "hyperparameter fisher must be 'sampled' or 'empirical', got None"),
     ("kfac", {"capture": "auto"}, "hyperparameter capture of optim kfac follows from fisher"),
+    ("kfac", {"fisher_subsample": 0}, "fisher_subsample must be an integer >= 1, got 0"),
+    ("kfac", {"fisher_subsample": 1.5}, "fisher_subsample must be an integer, got 1.5"),
+    (
+        "kfac",
+        {"fisher": "empirical", "fisher_subsample": 2},
+        "fisher_subsample applies to the sampled Fisher only",
+    ),
+    ("adam", {"fisher_subsample": 2}, "fisher_subsample applies to optim kfac only, not adam"),
 ]
 
 
