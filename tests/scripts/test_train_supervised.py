@@ -359,16 +359,20 @@ def test_two_processes_under_torchrun_match_one_process_with_the_same_global_bat
     one = SupervisedRun(make_task("digits-mlp"), config).run()
     result = _wait(two)
 
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("final model:") == 1  # only rank 0 reports
+    output = f"stdout:\n{result.stdout[-2000:]}\nstderr:\n{result.stderr[-2000:]}"
+    assert result.returncode == 0, output
+    assert result.stdout.count("final model:") == 1, output  # only rank 0 reports
     assert len(list((tmp_path / "two").glob("events.out.tfevents.*"))) == 1
     assert _steps(tmp_path / "two" / "progress.csv") == list(range(1, 21))
     evaluations = _rows(tmp_path / "two" / "evaluations.csv")
-    assert [float(row["dist/max_param_diff"]) for row in evaluations] == [0.0, 0.0, 0.0]
+    diffs = [float(row["dist/max_param_diff"]) for row in evaluations]
+    assert diffs == [0.0, 0.0, 0.0], evaluations
     summary = json.loads((tmp_path / "two" / "run_summary.json").read_text())
     assert (summary["world_size"], summary["status"], summary["step"]) == (2, "completed", 20)
 
     two_params, one_params = _model(tmp_path / "two" / "final.pt"), _model(one.paths.final_model)
     assert two_params.keys() == one_params.keys()
     for name, value in one_params.items():
-        torch.testing.assert_close(two_params[name], value, rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(
+            two_params[name], value, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}"
+        )
