@@ -97,6 +97,13 @@ def task_defaults(task: str) -> TaskDefaults:
 def optimizer_settings(
     task: str, optim: str, overrides: Mapping[str, Any]
 ) -> tuple[float, dict[str, Any]]:
-    """``(lr, hp)`` for ``optim`` on ``task``: the defaults with ``overrides`` on top."""
+    """``(lr, hp)`` for ``optim`` on ``task``: the defaults with ``overrides`` on top.
+
+    A default ``fisher_subsample`` is dropped when the overrides choose the empirical Fisher,
+    which it does not apply to (given explicitly, it stays, and is rejected as an error).
+    """
     defaults = task_defaults(task)
-    return defaults.lr[optim], {**defaults.hp.get(optim, {}), **overrides}
+    hp = {**defaults.hp.get(optim, {}), **overrides}
+    if hp.get("fisher") == "empirical" and "fisher_subsample" not in overrides:
+        hp.pop("fisher_subsample", None)
+    return defaults.lr[optim], hp

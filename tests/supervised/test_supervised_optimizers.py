@@ -8,9 +8,11 @@ from torch import nn
 
 from rl_ig.optim import KFAC, Adam, Shampoo
 from rl_ig.supervised.curves import curves_task
+from rl_ig.supervised.defaults import optimizer_settings
 from rl_ig.supervised.digits import digits_cnn_task, digits_mlp_task
 from rl_ig.supervised.optimizers import (
     OPTIMIZERS,
+    check_hyperparameters,
     hyperparameter_defaults,
     make_optimizer,
     parse_override,
@@ -188,3 +190,17 @@ def test_overrides_are_parsed_as_yaml(item: str, expected: tuple[str, object]) -
 def test_malformed_overrides_are_one_line_errors(item: str, message: str) -> None:
     with pytest.raises(ValueError, match=r"^" + message.replace("[", r"\[")):
         parse_override(item)
+
+
+def test_the_curves_default_fisher_subsample_gives_way_to_the_empirical_fisher() -> None:
+    _, sampled = optimizer_settings("curves", "kfac", {})
+    _, empirical = optimizer_settings("curves", "kfac", {"fisher": "empirical"})
+    _, explicit = optimizer_settings(
+        "curves", "kfac", {"fisher": "empirical", "fisher_subsample": 2}
+    )
+
+    assert sampled["fisher_subsample"] == 4
+    assert "fisher_subsample" not in empirical
+    check_hyperparameters("kfac", empirical)
+    with pytest.raises(ValueError, match="fisher_subsample applies to the sampled Fisher only"):
+        check_hyperparameters("kfac", explicit)
