@@ -9,22 +9,23 @@ With one rank both functions reduce to the single-process computation. With seve
   examples, ``A_r`` is a mean over rows and ``G_r = (1/n) Σ_i g_i g_iᵀ`` (see
   :mod:`rl_ig.optim.kfac_layers`), so with equal local batches the mean over ranks is exactly
   the ``A`` and ``G`` of the global batch of ``n·world_size`` examples.
-* Eigendecompositions: the factors due for one are assigned to ranks by cost ``n³``
-  (:func:`rl_ig.distributed.assign_work`); each rank decomposes its own and the results are
-  broadcast from their owners, so every rank ends with the same eigenbases.
+* Eigendecompositions (and, with factored damping, the Cholesky inverses): the factors due for
+  one are assigned to ranks by cost ``n³`` (:func:`rl_ig.distributed.assign_work`); each rank
+  computes its own and the results are broadcast from their owners, so every rank ends with the
+  same eigenbases and inverses.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from rl_ig.distributed import all_reduce_bucketed, assign_work, broadcast_from_owners, world
 from rl_ig.optim.kfac_layers import KFACLayer
-from rl_ig.optim.kronecker import robust_eigh
+from rl_ig.optim.kronecker import damped_inverse, robust_eigh
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -32,17 +33,75 @@ if TYPE_CHECKING:
 Pending = dict[int, tuple[torch.Tensor, torch.Tensor]]
 
 
+class Decomposition(Protocol):
+    """One matrix computation of a curvature refresh, which any one rank can run for all."""
+
+    @property
+    def size(self) -> int:
+        """The matrix's side ``n`` (its cost is taken to be ``n³``)."""
+        ...
+
+    def compute(self) -> tuple[list[torch.Tensor] | None, int]:
+        """``(results, retries)``; results None when the computation failed."""
+        ...
+
+    def buffers(self) -> list[torch.Tensor]:
+        """Empty tensors of the results' shapes, dtype and device (to receive them into)."""
+        ...
+
+    def store(self, results: list[torch.Tensor]) -> None:
+        """Keep the results (called on every rank, with the owner's results)."""
+        ...
+
+
 @dataclass
 class EighTask:
-    """One factor (``state[key]``, key ``"A"`` or ``"G"``) due for an eigendecomposition."""
+    """One factor (``state[key]``, key ``"A"`` or ``"G"``) due for an eigendecomposition, stored
+    as ``state["Q" + key]``, ``state["d" + key]``."""
 
     state: dict[str, Any]
     key: str
     damping: float
 
     @property
-    def factor(self) -> torch.Tensor:
-        return self.state[self.key]
+    def size(self) -> int:
+        return int(self.state[self.key].shape[0])
+
+    def compute(self) -> tuple[list[torch.Tensor] | None, int]:
+        eigen, retries = robust_eigh(self.state[self.key], self.damping)
+        return (None if eigen is None else [eigen.Q, eigen.d]), retries
+
+    def buffers(self) -> list[torch.Tensor]:
+        factor = self.state[self.key]
+        return [torch.empty_like(factor), factor.new_empty(factor.shape[0])]
+
+    def store(self, results: list[torch.Tensor]) -> None:
+        self.state["Q" + self.key], self.state["d" + self.key] = results
+
+
+@dataclass
+class InverseTask:
+    """``(matrix + shift·I)⁻¹`` (:func:`damped_inverse`), stored as ``out[key]``."""
+
+    matrix: torch.Tensor
+    shift: float
+    damping: float
+    out: dict[str, torch.Tensor]
+    key: str
+
+    @property
+    def size(self) -> int:
+        return int(self.matrix.shape[0])
+
+    def compute(self) -> tuple[list[torch.Tensor] | None, int]:
+        inverse, retries = damped_inverse(self.matrix, self.shift, self.damping)
+        return (None if inverse is None else [inverse]), retries
+
+    def buffers(self) -> list[torch.Tensor]:
+        return [torch.empty_like(self.matrix)]
+
+    def store(self, results: list[torch.Tensor]) -> None:
+        self.out[self.key] = results[0]
 
 
 def shared_batch_factors(
@@ -91,68 +150,63 @@ def average_batch_factors(
     }
 
 
-def decompose(tasks: Sequence[EighTask], group: ProcessGroup | None) -> tuple[int, int]:
-    """Eigendecompose the tasks' factors with :func:`robust_eigh` (spread over the ranks).
+def decompose(tasks: Sequence[Decomposition], group: ProcessGroup | None) -> tuple[int, int]:
+    """Run the tasks (spread over the ranks, each on one) and store their results everywhere.
 
-    On success ``state["Q" + key]``, ``state["d" + key]`` are set; on failure they are left as
-    they were (the previous eigenbasis, if any).
+    A task that fails stores nothing, so what it would have replaced stays as it was.
 
     Returns:
         ``(retries, fallbacks)`` summed over the tasks (of all ranks).
     """
     if world(group)[1] > 1:
-        return spread_eigh(tasks, group)
+        return spread(tasks, group)
     retries = fallbacks = 0
     for task in tasks:
-        eigen, tries = robust_eigh(task.factor, task.damping)
+        results, tries = task.compute()
         retries += tries
-        if eigen is None:
+        if results is None:
             fallbacks += 1
-            continue
-        task.state["Q" + task.key], task.state["d" + task.key] = eigen.Q, eigen.d
+        else:
+            task.store(results)
     return retries, fallbacks
 
 
-def spread_eigh(tasks: Sequence[EighTask], group: ProcessGroup | None) -> tuple[int, int]:
-    """Eigendecompose the tasks' factors, each on one rank, and share the results (collective).
-
-    On success ``state["Q" + key]``, ``state["d" + key]`` are set on every rank; on failure they
-    are left as they were, which is the same on every rank.
+def spread(tasks: Sequence[Decomposition], group: ProcessGroup | None) -> tuple[int, int]:
+    """Run each task on one rank (assigned by cost ``n³``) and broadcast the results (collective).
 
     Returns:
         ``(retries, fallbacks)`` summed over all tasks, the same on every rank.
     """
     rank, size = world(group)
-    owners = assign_work([float(t.factor.shape[0]) ** 3 for t in tasks], size)
-    results = [_eigh_payload(task, mine=owner == rank) for task, owner in zip(tasks, owners)]
+    owners = assign_work([float(t.size) ** 3 for t in tasks], size)
+    payloads = [_payload(task, mine=owner == rank) for task, owner in zip(tasks, owners)]
     broadcast_from_owners(
-        [t for result in results for t in result],
-        [owner for owner, result in zip(owners, results) for _ in result],
+        [t for payload in payloads for t in payload],
+        [owner for owner, payload in zip(owners, payloads) for _ in payload],
         group=group,
     )
-    headers = torch.stack([r[0].to(results[0][0]) for r in results]).tolist() if results else []
+    headers = torch.stack([p[0].to(payloads[0][0]) for p in payloads]).tolist() if payloads else []
     fallbacks = 0
-    for task, (_, q, d), (ok, _) in zip(tasks, results, headers):
+    for task, payload, (ok, _) in zip(tasks, payloads, headers):
         if ok > 0:
-            task.state["Q" + task.key], task.state["d" + task.key] = q, d
+            task.store(payload[1:])
         else:
             fallbacks += 1
     return int(sum(retries for _, retries in headers)), fallbacks
 
 
-def _eigh_payload(task: EighTask, mine: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(header = [ok, retries], Q: (n, n), d: (n,))``, computed if ``mine``, else to receive.
+def _payload(task: Decomposition, mine: bool) -> list[torch.Tensor]:
+    """``[header = [ok, retries], *results]``, computed if ``mine``, else buffers to receive.
 
     The owner keeps contiguous copies, the layout the other ranks receive, so that later
     products run the same kernels, and give the same bits, on every rank.
     """
-    factor = task.factor
-    n = factor.shape[0]
-    like: dict[str, Any] = {"dtype": factor.dtype, "device": factor.device}
+    buffers = task.buffers()
+    like: dict[str, Any] = {"dtype": buffers[0].dtype, "device": buffers[0].device}
     if not mine:
-        return torch.empty(2, **like), torch.empty(n, n, **like), torch.empty(n, **like)
-    eigen, retries = robust_eigh(factor, task.damping)
-    header = torch.tensor([float(eigen is not None), float(retries)], **like)
-    if eigen is None:
-        return header, torch.zeros(n, n, **like), torch.zeros(n, **like)
-    return header, eigen.Q.contiguous(), eigen.d.contiguous()
+        return [torch.empty(2, **like), *buffers]
+    results, retries = task.compute()
+    header = torch.tensor([float(results is not None), float(retries)], **like)
+    if results is None:
+        return [header, *(torch.zeros_like(b) for b in buffers)]
+    return [header, *(r.contiguous() for r in results)]

@@ -6,11 +6,17 @@ metric used by K-FAC is diagonal in the basis ``Q_A ⊗ Q_G``:
 
     F̂ vec(V) = vec(Q_G [(Q_Gᵀ V Q_A) ⊙ S] Q_Aᵀ),   F̂⁻¹ vec(V) = vec(Q_G [(Q_Gᵀ V Q_A) ⊘ S] Q_Aᵀ)
 
-with the eigenvalue matrix ``S: (m, n)`` given by :func:`eigen_scale`.
+with the eigenvalue matrix ``S: (m, n)`` given by :func:`exact_scale`. Factored Tikhonov damping
+(Martens & Grosse 2015, §6.3) needs no eigenbasis:
+
+    F̂ = (A + π√λ I) ⊗ (G + √λ/π I),   F̂⁻¹ vec(V) = vec((G + √λ/π I)⁻¹ V (A + π√λ I)⁻¹)
+
+with the two inverses from Cholesky factorisations (:class:`FactoredMetric`).
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -61,30 +67,9 @@ def robust_eigh(matrix: torch.Tensor, jitter: float) -> tuple[Eigen | None, int]
     return Eigen(eigen.Q.to(matrix.dtype), eigen.d.to(matrix.dtype)), 1
 
 
-def factored_pi(d_a: torch.Tensor, d_g: torch.Tensor) -> torch.Tensor:
-    """``π = sqrt((tr A / dim A) / (tr G / dim G))`` (Martens & Grosse 2015, §6.3); 1 if undefined.
-
-    Args:
-        d_a: eigenvalues of ``A``, ``(n,)``.
-        d_g: eigenvalues of ``G``, ``(m,)``.
-    """
-    mean_a, mean_g = d_a.mean(), d_g.mean()
-    ok = (mean_a > 0) & (mean_g > 0) & torch.isfinite(mean_a / mean_g)
-    return torch.where(ok, (mean_a / mean_g).sqrt(), torch.ones_like(mean_a))
-
-
-def eigen_scale(a: Eigen, g: Eigen, damping: float, mode: str) -> torch.Tensor:
-    """Eigenvalues ``S: (m, n)`` of the damped metric in the basis ``Q_A ⊗ Q_G``.
-
-    * ``"exact"``: ``F̂ = A ⊗ G + λI``, so ``S = d_G d_Aᵀ + λ``.
-    * ``"factored"`` (factored Tikhonov, Martens & Grosse 2015, §6.3):
-      ``F̂ = (A + π√λ I) ⊗ (G + √λ/π I)``, so ``S = (d_G + √λ/π)(d_A + π√λ)ᵀ``.
-    """
-    if mode == "exact":
-        return g.d[:, None] * a.d[None, :] + damping
-    pi = factored_pi(a.d, g.d)
-    root = damping**0.5
-    return (g.d + root / pi)[:, None] * (a.d + pi * root)[None, :]
+def exact_scale(a: Eigen, g: Eigen, damping: float) -> torch.Tensor:
+    """Eigenvalues ``S = d_G d_Aᵀ + λ: (m, n)`` of ``F̂ = A ⊗ G + λI`` in the basis ``Q_A ⊗ Q_G``."""
+    return g.d[:, None] * a.d[None, :] + damping
 
 
 def kron_solve(v: torch.Tensor, a: Eigen, g: Eigen, scale: torch.Tensor) -> torch.Tensor:
@@ -92,19 +77,86 @@ def kron_solve(v: torch.Tensor, a: Eigen, g: Eigen, scale: torch.Tensor) -> torc
     return g.Q @ ((g.Q.T @ v @ a.Q) / scale) @ a.Q.T
 
 
-def factored_inverses(a: Eigen, g: Eigen, damping: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``((G + √λ/π I)⁻¹, (A + π√λ I)⁻¹)``: the explicit inverses of factored Tikhonov damping,
-    so that ``F̂⁻¹ vec(V) = vec(G⁻¹ V A⁻¹)`` takes two products instead of four."""
-    pi = factored_pi(a.d, g.d)
-    root = damping**0.5
-    a_inv = (a.Q / (a.d + pi * root)) @ a.Q.T
-    g_inv = (g.Q / (g.d + root / pi)) @ g.Q.T
-    return g_inv, a_inv
-
-
 def kron_mul(v: torch.Tensor, a: Eigen, g: Eigen, scale: torch.Tensor) -> torch.Tensor:
     """``F̂ vec(V)`` as a matrix: ``Q_G [(Q_Gᵀ V Q_A) ⊙ S] Q_Aᵀ``, ``V: (m, n)``."""
     return g.Q @ ((g.Q.T @ v @ a.Q) * scale) @ a.Q.T
+
+
+class EigenMetric(NamedTuple):
+    """``F̂ = A ⊗ G + λI`` held in the eigenbases of ``A`` and ``G``."""
+
+    a: Eigen
+    g: Eigen
+    scale: torch.Tensor  # (m, n), from exact_scale
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.a.Q.dtype
+
+    def solve(self, v: torch.Tensor) -> torch.Tensor:
+        return kron_solve(v, self.a, self.g, self.scale)
+
+    def mul(self, v: torch.Tensor) -> torch.Tensor:
+        return kron_mul(v, self.a, self.g, self.scale)
+
+
+def factored_shifts(a: torch.Tensor, g: torch.Tensor, damping: float) -> tuple[float, float]:
+    """``(π√λ, √λ/π)`` with ``π = sqrt((tr A / dim A) / (tr G / dim G))`` (Martens & Grosse 2015,
+    §6.3), ``π = 1`` when that is not a finite positive number."""
+    mean_a, mean_g = float(a.diagonal().mean()), float(g.diagonal().mean())
+    ratio = mean_a / mean_g if mean_a > 0 and mean_g > 0 else math.nan
+    pi = math.sqrt(ratio) if math.isfinite(ratio) and ratio > 0 else 1.0
+    root = math.sqrt(damping)
+    return pi * root, root / pi
+
+
+def _try_cholesky_inverse(matrix: torch.Tensor) -> torch.Tensor | None:
+    # Looked up at call time so a test can make it fail.
+    lower, info = torch.linalg.cholesky_ex(matrix)
+    if int(info) != 0:
+        return None
+    inverse = torch.cholesky_inverse(lower)
+    return inverse if all_finite(inverse) else None
+
+
+def damped_inverse(
+    matrix: torch.Tensor, shift: float, jitter: float
+) -> tuple[torch.Tensor | None, int]:
+    """``(M + shift·I)⁻¹`` by Cholesky, retried once in float64 with ``10·jitter`` more damping.
+
+    Returns:
+        ``(inverse, retries)``: the inverse in ``matrix.dtype``, or None if both factorisations
+        failed or gave non-finite values; ``retries`` is 0 or 1.
+    """
+    eye = torch.eye(matrix.shape[0], dtype=matrix.dtype, device=matrix.device)
+    inverse = _try_cholesky_inverse(matrix + shift * eye)
+    if inverse is not None:
+        return inverse, 0
+    inverse = _try_cholesky_inverse(matrix.double() + (shift + 10.0 * jitter) * eye.double())
+    return (None if inverse is None else inverse.to(matrix.dtype)), 1
+
+
+class FactoredMetric(NamedTuple):
+    """``F̂ = (A + a_shift·I) ⊗ (G + g_shift·I)`` with the two explicit inverses, so that
+    ``F̂⁻¹ vec(V) = vec(G⁻¹ V A⁻¹)`` takes two products."""
+
+    a: torch.Tensor
+    g: torch.Tensor
+    a_shift: float
+    g_shift: float
+    a_inv: torch.Tensor
+    g_inv: torch.Tensor
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.a.dtype
+
+    def solve(self, v: torch.Tensor) -> torch.Tensor:
+        return self.g_inv @ v @ self.a_inv
+
+    def mul(self, v: torch.Tensor) -> torch.Tensor:
+        gv = self.g @ v + self.g_shift * v
+        return gv @ self.a + self.a_shift * gv
 
 
 def running_average(old: torch.Tensor | None, batch: torch.Tensor, decay: float) -> torch.Tensor:

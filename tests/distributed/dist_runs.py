@@ -24,7 +24,9 @@ from rl_ig.optim import KFAC, Shampoo
 GLOBAL_BATCH = 16
 STEPS = 20
 SAVE_AT = 10  # checkpoints are taken after this many steps
-SCENARIOS = ("kfac_mlp", "kfac_cnn", "kfac_adaptive", "shampoo_mlp", "shampoo_cnn")
+SCENARIOS = (
+    "kfac_mlp", "kfac_cnn", "kfac_adaptive", "kfac_factored", "shampoo_mlp", "shampoo_cnn"
+)  # fmt: skip
 DTYPES = ("float32", "float64")
 RUNS = tuple(f"{name}-{dtype}" for dtype in DTYPES for name in SCENARIOS)  # "kfac_mlp-float32"
 
@@ -55,6 +57,8 @@ def build_optimizer(name: str, model: nn.Module, group: Any = None) -> torch.opt
     extra: dict[str, Any] = {"kl_clip": 1e-2, "momentum": 0.5}
     if name.startswith("kfac_adaptive"):
         extra = {"adaptive_damping": True, "damping_adaptation_freq": 2}
+    if name.startswith("kfac_factored"):  # Cholesky inverses, redone as the damping adapts
+        extra = {"damping_mode": "factored", "adaptive_damping": True, "damping_adaptation_freq": 2}
     return KFAC(
         model, lr=0.05, damping=1e-2, factor_decay=0.9, inverse_update_freq=3,
         process_group=group, **extra,
@@ -134,34 +138,40 @@ def single_process_runs(out: Path, device: torch.device) -> dict[str, Any]:
                 saved.update(model=to_cpu(model.state_dict()), opt=to_cpu(opt.state_dict()))
 
         infos: list[dict[str, float]] = []
-        with EighCounter() as counter:
+        with DecompositionCounter() as counter:
             train(name, model, opt, range(STEPS), on_step=save, infos=infos)
         torch.save(saved, out / f"{name}-single-ckpt.pt")
-        results[name] = {"params": params(model), "state": saved["opt"], "eigh": counter.calls}
-        results[name]["infos"] = infos
+        results[name] = {"params": params(model), "state": saved["opt"], "infos": infos}
+        results[name]["decompositions"] = counter.calls
     return results
 
 
-class EighCounter:
-    """Counts the matrices that ``torch.linalg.eigh`` decomposes inside the ``with`` block (a
-    batch ``(k, n, n)`` counts ``k``)."""
+class DecompositionCounter:
+    """Counts the matrices that ``torch.linalg.eigh`` or ``torch.linalg.cholesky_ex`` decompose
+    inside the ``with`` block (a batch ``(k, n, n)`` counts ``k``)."""
+
+    NAMES = ("eigh", "cholesky_ex")
 
     def __init__(self) -> None:
         self.calls = 0
-        self._original: Callable[..., Any] | None = None
+        self._originals: dict[str, Callable[..., Any]] = {}
 
-    def __enter__(self) -> EighCounter:
-        original = self._original = torch.linalg.eigh
+    def __enter__(self) -> DecompositionCounter:
+        for name in self.NAMES:
+            self._originals[name] = original = getattr(torch.linalg, name)
+            setattr(torch.linalg, name, self._counted(original))
+        return self
 
+    def _counted(self, original: Callable[..., Any]) -> Callable[..., Any]:
         def counted(matrix: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
             self.calls += matrix.numel() // (matrix.shape[-1] ** 2) if matrix.numel() else 1
             return original(matrix, *args, **kwargs)
 
-        torch.linalg.eigh = counted
-        return self
+        return counted
 
     def __exit__(self, *exc: object) -> None:
-        torch.linalg.eigh = self._original
+        for name, original in self._originals.items():
+            setattr(torch.linalg, name, original)
 
 
 # ----------------------------------------------------------------- spawned ranks
@@ -207,12 +217,12 @@ def _run_scenario(name: str, rank: int, world: int, device: torch.device, out: P
             torch.save(checkpoint, out / f"{name}-rank{rank}-ckpt.pt")
 
     infos: list[dict[str, float]] = []
-    with EighCounter() as counter:
+    with DecompositionCounter() as counter:
         train(name, model, opt, range(STEPS), rank, world, ddp, on_step=save, infos=infos)
     own = [sum(b is not None for b in s["L"]) for s in opt.state.values() if "L" in s]
     return {
         "params": params(model),
-        "eigh": counter.calls,
+        "decompositions": counter.calls,
         "owned_blocks": sum(own),
         "infos": infos,
     }

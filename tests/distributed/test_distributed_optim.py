@@ -63,9 +63,10 @@ def test_two_ranks_equal_one_rank_with_the_global_batch(gloo: dict, run: str) ->
 
 
 @pytest.mark.parametrize("run", [r for r in R.RUNS if r.startswith("kfac")])
-def test_kfac_eigendecompositions_are_spread_and_counted_once(gloo: dict, run: str) -> None:
-    counts = [r[run]["eigh"] for r in gloo["ranks"]]
-    assert min(counts) > 0 and sum(counts) == gloo["single"][run]["eigh"]
+def test_kfac_decompositions_are_spread_and_counted_once(gloo: dict, run: str) -> None:
+    """Eigendecompositions, or Cholesky inverses with factored damping."""
+    counts = [r[run]["decompositions"] for r in gloo["ranks"]]
+    assert min(counts) > 0 and sum(counts) == gloo["single"][run]["decompositions"]
     single = gloo["single"][run]["infos"]
     ranks = [r[run]["infos"] for r in gloo["ranks"]]
     assert [_nan_as_none(i) for i in ranks[0]] == [_nan_as_none(i) for i in ranks[1]]
@@ -86,8 +87,8 @@ def test_shampoo_blocks_are_spread_and_roots_counted_over_ranks(gloo: dict, run:
     owned = [r[run]["owned_blocks"] for r in gloo["ranks"]]
     total = sum(len(s["L"]) for s in gloo["single"][run]["state"]["state"].values() if "L" in s)
     assert min(owned) >= 5 and sum(owned) == total
-    counts = [r[run]["eigh"] for r in gloo["ranks"]]
-    assert min(counts) > 0 and sum(counts) == gloo["single"][run]["eigh"]
+    counts = [r[run]["decompositions"] for r in gloo["ranks"]]
+    assert min(counts) > 0 and sum(counts) == gloo["single"][run]["decompositions"]
     single = gloo["single"][run]["infos"]
     assert sum(info["root_updates"] for info in single) > 0
     for r in gloo["ranks"]:  # root counts summed over the ranks, at every step

@@ -82,7 +82,7 @@ def test_kl_clip_scales_the_update_and_bounds_the_predicted_kl() -> None:
 # ----------------------------------------------------------------- checkpoints
 
 
-def _make(seed: int) -> tuple[_Net, KFAC]:
+def _make(seed: int, damping_mode: str = "exact") -> tuple[_Net, KFAC]:
     net = _net(seed)
     opt = KFAC(
         net,
@@ -94,6 +94,7 @@ def _make(seed: int) -> tuple[_Net, KFAC]:
         factor_update_freq=2,
         inverse_update_freq=3,
         kl_clip=0.05,
+        damping_mode=damping_mode,
     )
     return net, opt
 
@@ -105,23 +106,24 @@ def _train(net: _Net, opt: KFAC, steps: range) -> None:
         opt.step()
 
 
-def test_state_dict_round_trip_continues_bit_identically() -> None:
-    net, opt = _make(0)
+@pytest.mark.parametrize("damping_mode", ["exact", "factored"])
+def test_state_dict_round_trip_continues_bit_identically(damping_mode: str) -> None:
+    net, opt = _make(0, damping_mode)
     _train(net, opt, range(7))
-    half, half_opt = _make(0)
+    half, half_opt = _make(0, damping_mode)
     _train(half, half_opt, range(4))
     buffer = io.BytesIO()
     torch.save({"model": half.state_dict(), "opt": half_opt.state_dict()}, buffer)
     buffer.seek(0)
     saved = torch.load(buffer, weights_only=True)
-    resumed, resumed_opt = _make(seed=1)
+    resumed, resumed_opt = _make(seed=1, damping_mode=damping_mode)
     resumed.load_state_dict(saved["model"])
     resumed_opt.load_state_dict(saved["opt"])
     _train(resumed, resumed_opt, range(4, 7))
     for p, q in zip(net.parameters(), resumed.parameters()):
         assert torch.equal(p, q)
     # Without the optimizer state (momentum, factors, counters) the run would differ.
-    fresh, fresh_opt = _make(seed=1)
+    fresh, fresh_opt = _make(seed=1, damping_mode=damping_mode)
     fresh.load_state_dict(saved["model"])
     _train(fresh, fresh_opt, range(4, 7))
     assert not torch.equal(next(fresh.parameters()), next(net.parameters()))
@@ -144,7 +146,7 @@ def test_load_state_dict_keeps_float32_factors_of_a_bfloat16_model() -> None:
 # ----------------------------------------------------------------- broken factors
 
 
-def _two_layer(seed: int = 0, **kwargs: float) -> tuple[nn.Sequential, KFAC]:
+def _two_layer(seed: int = 0, **kwargs: float | str) -> tuple[nn.Sequential, KFAC]:
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(DT)
     return model, KFAC(model, lr=0.1, damping=0.05, **kwargs)
@@ -189,47 +191,101 @@ def test_non_finite_direction_skips_only_that_layer() -> None:
     assert torch.equal(model[2].weight, twin[2].weight) and torch.equal(model[2].bias, twin[2].bias)
 
 
-def test_failing_eigh_skips_layers_without_an_eigenbasis(monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        raise torch.linalg.LinAlgError("does not converge")
+def _broken_eigh(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    raise torch.linalg.LinAlgError("does not converge")
 
-    model, opt = _two_layer()
+
+def _broken_cholesky(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return matrix, torch.tensor(1, dtype=torch.int32)  # info > 0: not positive definite
+
+
+@pytest.mark.parametrize(
+    "damping_mode,name,broken",
+    [("exact", "eigh", _broken_eigh), ("factored", "cholesky_ex", _broken_cholesky)],
+)
+def test_failing_decompositions_skip_layers_without_a_metric(
+    monkeypatch: pytest.MonkeyPatch, damping_mode: str, name: str, broken: Callable
+) -> None:
+    """No eigenbasis (exact damping) or no inverses (factored) yet: the layer is not updated."""
+    model, opt = _two_layer(damping_mode=damping_mode)
     _mse_backward(model, seed=4)
     before = _params(model)
-    monkeypatch.setattr(torch.linalg, "eigh", broken)
+    monkeypatch.setattr(torch.linalg, name, broken)
     opt.step()
     info = opt.last_step_info
     assert (info["eigh_retries"], info["eigh_fallbacks"], info["skipped_layers"]) == (4, 4, 2)
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
 
 
-def test_float32_eigh_failure_is_retried_in_float64(monkeypatch: pytest.MonkeyPatch) -> None:
-    eigh = torch.linalg.eigh
-    calls: list[torch.dtype] = []
+def _step_failing_once_in_float32(
+    monkeypatch: pytest.MonkeyPatch, name: str, broken: Callable, damping_mode: str
+) -> tuple[KFAC, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One float32 step whose first ``torch.linalg.<name>`` call fails (the factor ``A``);
+    returns ``(opt, A, G, grad, update)`` in float64."""
+    original, calls = getattr(torch.linalg, name), []
 
-    def fails_once_in_float32(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def fails_once(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         calls.append(matrix.dtype)
         if len(calls) == 1 and matrix.dtype == torch.float32:
-            raise torch.linalg.LinAlgError("does not converge")
-        return eigh(matrix)
+            return broken(matrix)
+        return original(matrix)
 
     torch.manual_seed(0)
     layer = nn.Linear(3, 2)
-    opt = KFAC(layer, lr=0.1, damping=0.05)
+    opt = KFAC(layer, lr=0.1, damping=0.05, damping_mode=damping_mode)
     x, target = _randn(6, 3, seed=5).float(), _randn(6, 2, seed=6).float()
     y = layer(x)
     (0.5 * (y - target).pow(2).sum(1).mean()).backward()
     before, grad = wbar(layer).double(), wbar(layer, grad=True).double()
-    monkeypatch.setattr(torch.linalg, "eigh", fails_once_in_float32)
+    monkeypatch.setattr(torch.linalg, name, fails_once)
     opt.step()
     assert calls[:2] == [torch.float32, torch.float64]  # A first, retried in float64
     assert opt.last_step_info["eigh_retries"] == 1
-    assert opt.state[layer.weight]["QA"].dtype == torch.float32
+    a, g = outer_mean(with_ones(x.double())), outer_mean((y - target).detach().double())
+    return opt, a, g, grad, wbar(layer).double() - before
+
+
+def test_float32_eigh_failure_is_retried_in_float64(monkeypatch: pytest.MonkeyPatch) -> None:
+    opt, a, g, grad, update = _step_failing_once_in_float32(
+        monkeypatch, "eigh", _broken_eigh, "exact"
+    )
+    assert next(iter(opt.state.values()))["QA"].dtype == torch.float32
     # the retry decomposed A + 10·λ·I
-    a = outer_mean(with_ones(x.double())) + 10 * 0.05 * torch.eye(4, dtype=DT)
-    g = outer_mean((y - target).detach().double())
-    expected = -0.1 * dense_solve(a, g, grad, 0.05)
-    torch.testing.assert_close(wbar(layer).double() - before, expected, rtol=1e-4, atol=1e-6)
+    expected = -0.1 * dense_solve(a + 10 * 0.05 * torch.eye(4, dtype=DT), g, grad, 0.05)
+    torch.testing.assert_close(update, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_float32_cholesky_failure_is_retried_in_float64(monkeypatch: pytest.MonkeyPatch) -> None:
+    opt, a, g, grad, update = _step_failing_once_in_float32(
+        monkeypatch, "cholesky_ex", _broken_cholesky, "factored"
+    )
+    assert next(iter(opt.state.values()))["iA"].dtype == torch.float32
+    # the retry inverted A + (π√λ + 10·λ)·I
+    pi, root = math.sqrt((a.trace() / 4) / (g.trace() / 2)), math.sqrt(0.05)
+    left = torch.linalg.inv(a + (pi * root + 10 * 0.05) * torch.eye(4, dtype=DT))
+    right = torch.linalg.inv(g + root / pi * torch.eye(2, dtype=DT))
+    expected = -0.1 * (torch.kron(left, right) @ vec(grad)).reshape(4, 2).T
+    torch.testing.assert_close(update, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_failing_cholesky_keeps_the_last_inverses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Factored damping: layers whose inverses cannot be rebuilt (here for a new damping) keep
+    the previous ones, and the failures are counted."""
+    (model, opt), (twin, twin_opt) = (_two_layer(damping_mode="factored") for _ in range(2))
+    for m, o in ((model, opt), (twin, twin_opt)):
+        _mse_backward(m, seed=4)
+        o.step()
+        m.zero_grad()
+        _mse_backward(m, seed=5)
+    opt.param_groups[0]["damping"] = opt.param_groups[1]["damping"] = 0.5  # due for new inverses
+    monkeypatch.setattr(torch.linalg, "cholesky_ex", _broken_cholesky)
+    opt.step()
+    twin_opt.step()  # damping unchanged: the inverses of step 0
+    info = opt.last_step_info
+    assert (info["eigh_retries"], info["eigh_fallbacks"], info["skipped_layers"]) == (4, 4, 0)
+    assert opt.state[model[0].weight]["inverse_damping"] == 0.05
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
 
 
 def test_running_average_ignores_non_finite_batches_and_restarts_non_finite_state() -> None:
@@ -358,14 +414,19 @@ def test_lambda_lr_scheduler_drives_the_step_size() -> None:
 # ----------------------------------------------------------------- adaptive damping
 
 
-def _regression(lr: float) -> tuple[nn.Linear, KFAC, Callable[[], torch.Tensor], float]:
+def _regression(
+    lr: float, damping_mode: str = "exact"
+) -> tuple[nn.Linear, KFAC, Callable[[], torch.Tensor], float]:
     """Loss ``mean (y − t)²`` (Hessian 2·A ⊗ 1) with ``G = 1`` captured explicitly, so
     ``ρ = (lr − 1)/(lr/2 − 1)`` up to damping: ``> 3/4`` at lr 0.2, ``< 1/4`` at lr 1."""
     torch.manual_seed(0)
     layer = nn.Linear(3, 1).to(DT)
     x, target = _randn(8, 3, seed=9), _randn(8, 1, seed=10)
     signs = torch.tensor([1.0, -1.0] * 4, dtype=DT)[:, None]
-    opt = KFAC(layer, lr=lr, damping=1e-4, capture="explicit", adaptive_damping=True)
+    opt = KFAC(
+        layer, lr=lr, damping=1e-4, capture="explicit", adaptive_damping=True,
+        damping_mode=damping_mode,
+    )  # fmt: skip
     with opt.capture_factors():
         (signs * layer(x)).mean().backward()  # g_i = ±1, so G = mean g_i² = 1
     opt.zero_grad()
@@ -377,11 +438,23 @@ def _regression(lr: float) -> tuple[nn.Linear, KFAC, Callable[[], torch.Tensor],
     return layer, opt, closure, float(closure().detach())
 
 
+def _damped_fisher(a: torch.Tensor, damping: float, mode: str) -> torch.Tensor:
+    """``F̂`` of a layer with ``G = 1``, densely."""
+    eye = torch.eye(a.shape[0], dtype=DT)
+    if mode == "exact":
+        return a + damping * eye
+    pi, root = math.sqrt(a.trace() / a.shape[0]), math.sqrt(damping)
+    return (a + pi * root * eye) * (1.0 + root / pi)
+
+
+@pytest.mark.parametrize("damping_mode", ["exact", "factored"])
 @pytest.mark.parametrize("lr,direction", [(0.2, "down"), (1.0, "up")])
-def test_adaptive_damping_follows_levenberg_marquardt(lr: float, direction: str) -> None:
-    layer, opt, closure, loss_before = _regression(lr)
+def test_adaptive_damping_follows_levenberg_marquardt(
+    lr: float, direction: str, damping_mode: str
+) -> None:
+    layer, opt, closure, loss_before = _regression(lr, damping_mode)
     a = outer_mean(with_ones(_randn(8, 3, seed=9)))
-    fisher = torch.kron(a, torch.ones(1, 1, dtype=DT)) + 1e-4 * torch.eye(4, dtype=DT)
+    fisher = _damped_fisher(a, 1e-4, damping_mode)
     grad = vec(wbar(layer, grad=True))
     delta = -lr * torch.linalg.solve(fisher, grad)
     model_change = float(grad @ delta + 0.5 * delta @ fisher @ delta)
