@@ -300,7 +300,8 @@ class Shampoo(Optimizer):
         owned = [True] * len(blocks) if plan is None else plan.mine(p)
         batches = self._batches_of(p, blocks, owned)
         shape = matrix_shape(p.shape)
-        dtype = batches[0].stacks["L"].dtype if batches else _factor_dtype(p)
+        stack = batches[0].stacks["L"] if batches else None
+        dtype = stack.dtype if stack is not None else _factor_dtype(p)
         grad_2d = grad.reshape(shape).to(dtype)
         for batch in batches:
             batch.update_factors(batch.gather(grad_2d), beta2)
