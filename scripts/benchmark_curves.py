@@ -46,13 +46,14 @@ def _rates(*lrs: float) -> tuple[Point, ...]:
 
 SWEEP: dict[str, tuple[Point, ...]] = {
     "kfac": tuple(Point(1.0, (("kl_clip", c),)) for c in (0.003, 0.01, 0.03)),
-    "shampoo": _rates(3e-4, 1e-3, 3e-3),
-    "adam": _rates(3e-4, 1e-3, 3e-3),
-    "sgd": _rates(3e-4, 1e-3, 3e-3),
+    "shampoo": _rates(1e-3, 3e-3, 1e-2),
+    "adam": _rates(1e-3, 3e-3, 1e-2),
+    "sgd": _rates(3e-3, 1e-2, 3e-2),
 }
 """The settings tried per optimizer (SGD with momentum 0.9; Shampoo's lr is its grafted
-Adam's). K-FAC's step length is set by its KL clip, which binds on every step here: the clipped
-step ``lr·ν·Δ`` does not depend on ``lr`` then, so its sweep is over ``kl_clip``."""
+Adam's), chosen so that each one's best lies inside its sweep. K-FAC's step length is set by its
+KL clip, which binds on every step here: the clipped step ``lr·ν·Δ`` does not depend on ``lr``
+then, so its sweep is over ``kl_clip``."""
 
 LABELS = {"kfac": "K-FAC", "shampoo": "Shampoo", "adam": "Adam", "sgd": "SGD-momentum"}
 COLOURS = {"kfac": "tab:red", "shampoo": "tab:purple", "adam": "tab:blue", "sgd": "tab:gray"}
