@@ -73,14 +73,14 @@ class KFACLayer(ABC):
             a = self.input_rows(x.detach()).to(self.factor_dtype)
             if self.bias is not None:
                 a = torch.cat([a, a.new_ones(a.shape[0], 1)], dim=1)
-            return a.T @ a / a.shape[0]
+            return (a.T @ a).div_(a.shape[0])
 
     def g_factor(self, grad_out: torch.Tensor) -> torch.Tensor:
         """``G = N · Σ_rows (∂L/∂y)(∂L/∂y)ᵀ = (1/N) Σ_i g_i g_iᵀ``: ``(out, out)``."""
         with torch.autocast(device_type=grad_out.device.type, enabled=False):
             rows, n = self.output_rows(grad_out.detach())
             rows = rows.to(self.factor_dtype)
-            return (rows.T @ rows) * n
+            return (rows.T @ rows).mul_(n)
 
     def as_matrix(self, weight_like: torch.Tensor, bias_like: torch.Tensor | None) -> torch.Tensor:
         """``[W, b]: (out, d+1)`` from tensors shaped like the weight and the bias."""

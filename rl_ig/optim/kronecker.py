@@ -160,7 +160,9 @@ class FactoredMetric(NamedTuple):
 
 
 def running_average(old: torch.Tensor | None, batch: torch.Tensor, decay: float) -> torch.Tensor:
-    """``X ← decay·X + (1 − decay)·X_batch``; the first update (or a non-finite X) sets X_batch.
+    """``X ← decay·X + (1 − decay)·X_batch`` (a new tensor: factors are never changed in place,
+    so a state_dict taken earlier keeps its values); the first update (or a non-finite X) sets
+    X_batch.
 
     A non-finite batch statistic leaves a finite ``X`` unchanged, so one bad batch cannot
     poison the running average.
@@ -169,4 +171,4 @@ def running_average(old: torch.Tensor | None, batch: torch.Tensor, decay: float)
         return batch.clone()
     if not all_finite(batch):
         return old
-    return old * decay + batch * (1.0 - decay)
+    return old.mul(decay).add_(batch, alpha=1.0 - decay)
