@@ -5,6 +5,7 @@
     python scripts/benchmark.py --fvp                                      # Fisher-vector products
     python scripts/benchmark.py --curves --target 60 --out docs/benchmarks/curves   # to a loss
     python scripts/benchmark.py --optim-step                       # Shampoo step time, memory
+    python scripts/benchmark.py --curves-step --rounds 4           # CURVES training-step time
 
 Throughput runs each library in its own fresh process, alternating rl-ig and the reference for
 ``--rounds`` rounds, and reports steps/s for each and the ratio of medians. ``--returns`` trains
@@ -390,6 +391,8 @@ def optimizer_benchmarks(p: argparse.ArgumentParser, a: argparse.Namespace) -> i
 
     torch.set_num_threads(a.threads)
     torch.set_flush_denormal(True)  # as train_supervised.py does, for every contender
+    if a.curves_step:
+        return _curves_step(p, a)
     if a.optim_step:
         import benchmark_optim
 
@@ -417,6 +420,19 @@ def optimizer_benchmarks(p: argparse.ArgumentParser, a: argparse.Namespace) -> i
         benchmark_curves.curves_benchmark(a.out, optims, a.target, settings, a.jobs)
     except ValueError as exc:
         p.error(str(exc))
+    return 0
+
+
+def _curves_step(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
+    import benchmark_curves_step as bench
+
+    optims = [o.strip() for o in a.optims.split(",") if o.strip()]
+    steps = int(a.steps or 30)
+    try:
+        times = bench.step_time_benchmark(optims, a.rounds, steps, a.batch_size, a.threads)
+    except ValueError as exc:
+        p.error(str(exc))
+    print(bench.report(times, steps, a.batch_size))
     return 0
 
 
@@ -467,6 +483,11 @@ def main(argv: list[str] | None = None) -> int:
         help="for --returns --libs rl-ig: override a tuned setting (repeatable), as in train.py",
     )
     p.add_argument("--curves", action="store_true", help="CURVES autoencoder: time to --target")
+    p.add_argument(
+        "--curves-step",
+        action="store_true",
+        help="CURVES autoencoder: training-step time of each optimizer, alternating runs",
+    )
     p.add_argument("--optims", default="kfac,shampoo,adam,sgd", help="for --curves")
     p.add_argument("--target", type=float, default=None, help="for --curves: training loss")
     p.add_argument("--batch-size", type=int, default=1000, help="for --curves, --optim-step")
@@ -502,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.fvp:
         fvp_timing(a.rounds * 3, a.threads)
         return 0
-    if a.curves or a.optim_step:
+    if a.curves or a.curves_step or a.optim_step:
         return optimizer_benchmarks(p, a)
     if a.returns:
         libs = tuple(x.strip() for x in a.libs.split(","))

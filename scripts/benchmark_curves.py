@@ -93,7 +93,8 @@ def _finished(path: Path, steps: int) -> bool:
     return data.get("status") == "completed" and int(data.get("step", 0)) >= steps
 
 
-def _command(optim: str, point: Point, args: dict, path: Path) -> list[str]:
+def train_command(optim: str, point: Point, args: dict, path: Path) -> list[str]:
+    """The ``train_supervised.py`` command of one run into ``path`` (resuming its checkpoint)."""
     cmd = [sys.executable, str(SCRIPT), "--task", "curves", "--optim", optim]
     cmd += ["--lr", f"{point.lr:g}", *(f"--hp={k}={v:g}" for k, v in point.hp)]
     cmd += ["--steps", str(args["steps"]), "--eval-every", str(args["eval_every"])]
@@ -119,7 +120,7 @@ def run_sweep(out: Path, optims: list[str], args: dict, jobs: int) -> None:
             time.sleep(2)
         path = logdir(out, optim, point)
         print(f"start {optim} {point.label}", flush=True)
-        running.append(subprocess.Popen(_command(optim, point, args, path)))
+        running.append(subprocess.Popen(train_command(optim, point, args, path)))
     for p in running:
         p.wait()
 

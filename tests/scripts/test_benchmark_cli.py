@@ -94,7 +94,7 @@ def test_a_sweep_point_names_its_run_and_passes_its_hyperparameters(tmp_path: Pa
     assert benchmark_curves.logdir(tmp_path, "kfac", point) == tmp_path / "kfac-lr1-kl_clip0.01"
     assert point.label == "lr 1, kl_clip 0.01"
     args = {"steps": 10, "eval_every": 5, "batch_size": 8, "threads": 1}
-    cmd = benchmark_curves._command("kfac", point, args, tmp_path / "run")
+    cmd = benchmark_curves.train_command("kfac", point, args, tmp_path / "run")
     assert cmd[cmd.index("--lr") + 1] == "1" and "--hp=kl_clip=0.01" in cmd
     assert benchmark_curves.logdir(tmp_path, "adam", benchmark_curves.Point(1e-3)).name == (
         "adam-lr0.001"
@@ -137,3 +137,26 @@ def test_the_reference_gets_no_rl_ig_only_setting() -> None:
     _, _, hp = benchmark.zoo_settings("ppo", "HalfCheetah")
     assert hp["compile"] is True  # rl-ig's own default for MuJoCo PPO
     assert "compile" not in benchmark._sb3_kwargs("ppo", "HalfCheetah", hp)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "15"], "--curves-step needs --steps a positive multiple of 10, got 15"),
+        (["--optims", "adam,lbfgs"], "--optims takes kfac, shampoo, adam, sgd, got lbfgs"),
+    ],
+)
+def test_curves_step_rejects_bad_input_with_one_line(args: list[str], message: str) -> None:
+    out = run_cli("--curves-step", *args)
+    assert out.returncode == 2
+    assert message in out.stderr.splitlines()[-1] and "Traceback" not in out.stderr
+
+
+def test_curves_step_times_fresh_runs_and_reports_the_ratio_to_adam() -> None:
+    import benchmark_curves_step as bench
+
+    times = bench.step_time_benchmark(["adam", "sgd"], rounds=1, steps=10, batch_size=50, threads=1)
+    assert set(times) == {"adam", "sgd"} and all(len(v) == 1 and v[0] > 0 for v in times.values())
+    table = bench.report({"adam": [10.0, 12.0], "kfac": [22.0, 22.0]}, steps=30, batch_size=1000)
+    assert "| Adam | lr 0.003 | 11.0 | 10.0–12.0 | 1.00x |" in table
+    assert "| K-FAC | lr 1, kl_clip 0.01 | 22.0 | 22.0–22.0 | 2.00x |" in table
