@@ -8,8 +8,10 @@ cadence, and the learning rate and hyperparameters of each optimizer.
 * ``teacher``: batch 256 of 8,192 examples; 2000 steps.
 
 Learning rates: Adam's 1e-3 (Kingma & Ba 2015); Shampoo's is the step size of its grafted Adam,
-hence also 1e-3; SGD (momentum 0.9) 0.05 on the mean losses, 1e-3 on the CURVES loss, which is
-a sum over 784 pixels and so has gradients hundreds of times larger.
+hence also 1e-3; SGD (momentum 0.9) 0.05 on the mean losses. On CURVES, the best of the
+benchmark's sweeps (``scripts/benchmark.py --curves``, README): Adam and Shampoo 3e-3 (of 1e-3,
+3e-3, 1e-2), SGD 1e-2 (of 3e-3, 1e-2, 3e-2; the loss is a sum over 784 pixels, so its gradients
+are hundreds of times larger than a mean loss's).
 
 K-FAC uses the true Fisher by default (``fisher="sampled"``: factors from targets drawn from the
 model, see :mod:`rl_ig.supervised.optimizers`). On the mean losses it takes lr 0.1 with
@@ -34,6 +36,9 @@ example with factored damping (2.2x Adam's step time against 3.1x, 30 steps alte
 65 at step 400 with seed 0 and 420 with seed 1, where the setting without them had not reached
 it by step 500 with seed 1 (66.6); exact damping with ``fisher_subsample=4`` took 480 steps,
 ``fisher_subsample=8`` 460, and ``factor_update_freq=2`` on top of the chosen setting 480.
+With the inverses from Cholesky (same setting, 400 steps again), these neighbours were slower
+to 65: momentum 0.8 at step 420, ``kl_clip=0.015`` at 440, ``factor_decay=0.98`` at 460, and
+inverses every 5 steps, or damping 0.2, not by step 500 (65.6 and 69.2).
 Shampoo on CURVES takes
 ``epsilon=1e-6`` (151 after 150 steps of batch 500, against 296 with Distributed Shampoo's
 1e-12) and ``max_preconditioner_dim=128``: blocks of at most 128 (so 784 = 7 × 112,
@@ -71,7 +76,7 @@ DEFAULTS: dict[str, TaskDefaults] = {
         batch_size=1000,
         steps=2000,
         eval_every=100,
-        lr={**_MEAN_LOSS_LR, "kfac": 1.0, "sgd": 1e-3},
+        lr={"kfac": 1.0, "shampoo": 3e-3, "adam": 3e-3, "sgd": 1e-2},
         hp={
             "kfac": {
                 "damping": 0.1,
