@@ -202,6 +202,18 @@ class TrainingRun:
                 f"the agent already has {self.agent.num_timesteps} steps, not fewer than the "
                 f"{self.config.total_timesteps} to train to; ask for more steps"
             )
+        # Ctrl-C is a stop request from before the logs exist (a signal that arrived while they
+        # were being opened would otherwise be lost or abort the run).
+        with stop_on_sigint(self.request_stop):
+            self._open_outputs()
+            try:
+                return self._train_and_finish(remaining)
+            finally:
+                self.bar.close()
+                self.writer.close()
+                self.eval_env.close()
+
+    def _open_outputs(self) -> None:
         self._start_time = time.perf_counter()
         keep = self.agent.num_timesteps if self.config.continue_logs else None
         self.progress_log = CsvLog(self.paths.progress, keep_until=keep, step_column=PROGRESS_STEP)
@@ -217,17 +229,10 @@ class TrainingRun:
             disable=None if self.config.progress else True,  # None: only on a terminal
             dynamic_ncols=True,
         )
-        try:
-            return self._train_and_finish(remaining)
-        finally:
-            self.bar.close()
-            self.writer.close()
-            self.eval_env.close()
 
     def _train_and_finish(self, remaining: int) -> RunResult:
         try:
-            with stop_on_sigint(self.request_stop):
-                self.agent.learn(remaining, callback=self._on_update, reset_num_timesteps=False)
+            self.agent.learn(remaining, callback=self._on_update, reset_num_timesteps=False)
         except KeyboardInterrupt:
             return self._finish("aborted")
         if self.stop_requested:

@@ -283,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         result = training.run()
     except CsvLogError as exc:  # a log in the logdir of a resumed run that cannot be continued
         return report_usage_error(exc)
+    except KeyboardInterrupt:  # a second Ctrl-C while the logs were being opened
+        return report_early_interrupt()
     finally:
         training.agent.env.close()
     report(result, argv)

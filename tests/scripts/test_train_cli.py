@@ -408,3 +408,30 @@ def test_every_algorithm_trains_from_the_command_line(tmp_path: Path) -> None:
         assert rows and "train/fisher_norm" in rows[-1] and "train/kl" in rows[-1]
         meta = torch.load(tmp_path / algo / "final.pt", weights_only=True)["meta"]
         assert json.loads(meta)["algo"] == algo
+
+
+def test_ctrl_c_while_the_logs_open_stops_after_one_update_with_a_checkpoint(
+    train_script: ModuleType,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The SIGINT handler is in place before ``progress.csv`` exists, so a Ctrl-C at that
+    moment (as from a parent that waits for the file) is a stop request, not lost."""
+    from agents.training import TrainingRun
+
+    opened = TrainingRun._open_outputs
+
+    def open_then_interrupt(self: TrainingRun) -> None:
+        opened(self)
+        signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(TrainingRun, "_open_outputs", open_then_interrupt)
+    logdir = tmp_path / "run"
+    result = _main_in_process(
+        train_script, [*TINY, "--steps", "100000", "--logdir", str(logdir)], capsys
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((logdir / "run_summary.json").read_text())
+    assert summary["status"] == "interrupted" and (logdir / "checkpoint.pt").is_file()
+    assert summary["num_timesteps"] < 100000
