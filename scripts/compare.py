@@ -20,6 +20,7 @@ import argparse
 import difflib
 import json
 import shlex
+import signal
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -339,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     """Parse, validate, run; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    # Ctrl-C (SIGINT) stops the runs with a checkpoint even where it was inherited as ignored,
+    # as in a background job of a non-interactive shell, in which Python installs no handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return _dispatch(args, argv)
     except (ValueError, TypeError, OSError, gymnasium.error.Error) as exc:
