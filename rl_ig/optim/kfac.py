@@ -545,7 +545,10 @@ def _metric(state: dict[str, Any], group: dict[str, Any]) -> Metric | None:
         return EigenMetric(a, g, exact_scale(a, g, group["damping"]))
     if "iA" not in state:
         return None
-    a_shift, g_shift = factored_shifts(state["RA"], state["RG"], state["inverse_damping"])
+    shifts = state.get("inverse_shifts")
+    if shifts is None:  # a checkpoint from before the shifts were stored
+        shifts = factored_shifts(state["RA"], state["RG"], state["inverse_damping"])
+    a_shift, g_shift = (float(s) for s in shifts)
     return FactoredMetric(state["RA"], state["RG"], a_shift, g_shift, state["iA"], state["iG"])
 
 
@@ -557,6 +560,7 @@ class _FactoredRefresh:
     a: torch.Tensor
     g: torch.Tensor
     damping: float
+    shifts: tuple[float, float]
     out: dict[str, torch.Tensor]
     tasks: list[Decomposition]
 
@@ -574,10 +578,11 @@ class _FactoredRefresh:
             InverseTask(a, a_shift, damping, out, "A"),
             InverseTask(g, g_shift, damping, out, "G"),
         ]
-        return cls(a, g, damping, out, tasks)
+        return cls(a, g, damping, (a_shift, g_shift), out, tasks)
 
     def commit(self, state: dict[str, Any]) -> None:
         """Replace the layer's inverses if both succeeded (else keep the last ones)."""
         if "A" in self.out and "G" in self.out:
             state["RA"], state["RG"], state["inverse_damping"] = self.a, self.g, self.damping
+            state["inverse_shifts"] = self.shifts
             state["iA"], state["iG"] = self.out["A"], self.out["G"]

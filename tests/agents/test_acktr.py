@@ -67,14 +67,17 @@ def test_actor_factors_come_from_sampled_actions() -> None:
 
 @pytest.mark.slow
 def test_acktr_learns_cartpole() -> None:
-    # Stated target: a deterministic return of at least 400 (of 500) after 50,000 steps. After
-    # 30,000 the outcome hung on the thread count's rounding (seeds 0-4 reached 500 in two of
-    # five with one thread and with two, seed 0 only with two); after 50,000, seeds 0-4 reach
-    # 500 with two threads and all but seed 3 (219) with one.
-    agent = ACKTR(envs.make_vec_env("CartPole", n_envs=4, seed=0), seed=0)
-    agent.learn(50_000)
-    result = evaluate(agent, envs.make_vec_env("CartPole", n_envs=1, seed=100), 5)
-    assert result.mean_reward >= 400
+    # Stated target: a deterministic return of at least 400 (of 500) after 50,000 steps, for the
+    # median of seeds 0-4. Single seeds hang on the CPU's rounding: with one thread, seeds 0-4
+    # gave 500 except seed 3 (219) on one Xeon, and 50, 500, 500, 139, 500 on another with
+    # AVX-512 kernels; the median was 500 on both.
+    returns = []
+    for seed in range(5):
+        agent = ACKTR(envs.make_vec_env("CartPole", n_envs=4, seed=seed), seed=seed)
+        agent.learn(50_000)
+        result = evaluate(agent, envs.make_vec_env("CartPole", n_envs=1, seed=100), 5)
+        returns.append(result.mean_reward)
+    assert sorted(returns)[2] >= 400, f"returns of seeds 0-4: {returns}"
 
 
 @pytest.mark.slow

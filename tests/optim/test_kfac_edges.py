@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from kfac_reference import DT, dense_solve, outer_mean, vec, wbar, with_ones
 from torch import nn
 
+import rl_ig.optim.kfac as kfac_module
 from rl_ig.optim import KFAC
 from rl_ig.optim.kronecker import running_average
 
@@ -284,6 +285,47 @@ def test_failing_cholesky_keeps_the_last_inverses(monkeypatch: pytest.MonkeyPatc
     info = opt.last_step_info
     assert (info["eigh_retries"], info["eigh_fallbacks"], info["skipped_layers"]) == (4, 4, 0)
     assert opt.state[model[0].weight]["inverse_damping"] == 0.05
+    for p, q in zip(model.parameters(), twin.parameters()):
+        assert torch.equal(p, q)
+
+
+def _steps(model: nn.Module, opt: KFAC, seeds: range) -> None:
+    for seed in seeds:
+        opt.zero_grad()
+        _mse_backward(model, seed=seed)
+        opt.step()
+
+
+def test_factored_shifts_are_computed_at_refresh_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Between refreshes the factored step reads the stored shifts (no device-to-host reads)."""
+    model, opt = _two_layer(damping_mode="factored", inverse_update_freq=3)
+    calls: list[float] = []
+    original = kfac_module.factored_shifts
+
+    def counting(a: torch.Tensor, g: torch.Tensor, damping: float) -> tuple[float, float]:
+        calls.append(damping)
+        return original(a, g, damping)
+
+    monkeypatch.setattr(kfac_module, "factored_shifts", counting)
+    _steps(model, opt, range(20, 26))  # refreshes at steps 0 and 3
+    assert len(calls) == 2 * 2  # two layers, two refreshes
+    shifts = opt.state[model[0].weight]["inverse_shifts"]
+    a, g = opt.state[model[0].weight]["RA"], opt.state[model[0].weight]["RG"]
+    assert shifts == original(a, g, 0.05)
+
+
+def test_a_checkpoint_without_stored_shifts_resumes_identically() -> None:
+    (model, opt), (twin, twin_opt) = (
+        _two_layer(damping_mode="factored", inverse_update_freq=4) for _ in range(2)
+    )
+    _steps(model, opt, range(30, 32))
+    saved = copy.deepcopy(opt.state_dict())
+    for layer_state in saved["state"].values():
+        layer_state.pop("inverse_shifts", None)
+    twin.load_state_dict(model.state_dict())
+    twin_opt.load_state_dict(saved)
+    _steps(model, opt, range(32, 34))  # no refresh: the metric is rebuilt from RA, RG
+    _steps(twin, twin_opt, range(32, 34))
     for p, q in zip(model.parameters(), twin.parameters()):
         assert torch.equal(p, q)
 
