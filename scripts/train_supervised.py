@@ -161,8 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         return code
     try:
         result = run.run()
-    finally:
+    except BaseException:
         destroy_process_group()
+        raise
+    destroy_process_group(synchronize=result.status != "aborted")
     if ctx.is_main:
         report(result, argv)
     return EXIT_ABORTED if result.status == "aborted" else 0

@@ -116,9 +116,13 @@ def init_process_group(ctx: DistContext, device: torch.device) -> None:
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
-def destroy_process_group() -> None:
-    """Leave the default process group, if any."""
+def destroy_process_group(synchronize: bool = False) -> None:
+    """Leave the default process group, if any; with ``synchronize``, after a barrier, so that
+    no rank tears down its connections while another still uses them (gloo then aborts the
+    slower rank). Error paths leave without it, since a failed rank never reaches a barrier."""
     if dist.is_available() and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 
