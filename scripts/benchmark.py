@@ -6,6 +6,7 @@
     python scripts/benchmark.py --curves --target 60 --out docs/benchmarks/curves   # to a loss
     python scripts/benchmark.py --optim-step                       # Shampoo step time, memory
     python scripts/benchmark.py --curves-step --rounds 4           # CURVES training-step time
+    python scripts/benchmark.py --curves-floor --rounds 5          # what no step can skip
 
 Throughput runs each library in its own fresh process, alternating rl-ig and the reference for
 ``--rounds`` rounds, and reports steps/s for each and the ratio of medians. ``--returns`` trains
@@ -393,6 +394,8 @@ def optimizer_benchmarks(p: argparse.ArgumentParser, a: argparse.Namespace) -> i
     torch.set_flush_denormal(True)  # as train_supervised.py does, for every contender
     if a.curves_step:
         return _curves_step(p, a)
+    if a.curves_floor:
+        return _curves_floor(p, a)
     if a.optim_step:
         import benchmark_optim
 
@@ -433,6 +436,17 @@ def _curves_step(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     except ValueError as exc:
         p.error(str(exc))
     print(bench.report(times, steps, a.batch_size))
+    return 0
+
+
+def _curves_floor(p: argparse.ArgumentParser, a: argparse.Namespace) -> int:
+    import benchmark_curves_floor as bench
+
+    try:
+        ms = bench.floor_benchmark(a.rounds, a.batch_size)
+    except ValueError as exc:
+        p.error(str(exc))
+    print(bench.report(ms, a.batch_size, a.rounds))
     return 0
 
 
@@ -488,6 +502,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="CURVES autoencoder: training-step time of each optimizer, alternating runs",
     )
+    p.add_argument(
+        "--curves-floor",
+        action="store_true",
+        help="CURVES autoencoder: the kernels K-FAC and Shampoo cannot skip, against Adam's step",
+    )
     p.add_argument("--optims", default="kfac,shampoo,adam,sgd", help="for --curves")
     p.add_argument("--target", type=float, default=None, help="for --curves: training loss")
     p.add_argument("--batch-size", type=int, default=1000, help="for --curves, --optim-step")
@@ -523,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.fvp:
         fvp_timing(a.rounds * 3, a.threads)
         return 0
-    if a.curves or a.curves_step or a.optim_step:
+    if a.curves or a.curves_step or a.curves_floor or a.optim_step:
         return optimizer_benchmarks(p, a)
     if a.returns:
         libs = tuple(x.strip() for x in a.libs.split(","))

@@ -160,3 +160,30 @@ def test_curves_step_times_fresh_runs_and_reports_the_ratio_to_adam() -> None:
     table = bench.report({"adam": [10.0, 12.0], "kfac": [22.0, 22.0]}, steps=30, batch_size=1000)
     assert "| Adam | lr 0.003 | 11.0 | 10.0–12.0 | 1.00x |" in table
     assert "| K-FAC | lr 1, kl_clip 0.01 | 22.0 | 22.0–22.0 | 2.00x |" in table
+
+
+def test_curves_floor_rejects_a_batch_k_fac_cannot_subsample() -> None:
+    out = run_cli("--curves-floor", "--batch-size", "30")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert (
+        "--batch-size a positive multiple of 4 (K-FAC's fisher_subsample), got 30"
+        in (out.stderr.splitlines()[-1])
+    )
+
+
+def test_curves_floor_times_every_part_and_bounds_the_step_ratios() -> None:
+    import benchmark_curves_floor as bench
+
+    ms = bench.floor_benchmark(rounds=1, batch_size=8, repeats=1)
+    assert list(ms)[:2] == ["forward and backward", "Adam update"]
+    assert sum(name.startswith("K-FAC ") for name in ms) == 4
+    assert sum(name.startswith("Shampoo ") for name in ms) == 3
+    assert all(v > 0 for v in ms.values())
+    parts = {"forward and backward": 9.0, "Adam update": 1.0, "K-FAC solves": 5.0}
+    parts |= {"K-FAC factor products": 3.0, "Shampoo root products": 2.0}
+    table = bench.report(parts, batch_size=1000, rounds=3)
+    assert "| K-FAC solves | 5.00 | 0.56 |" in table
+    kfac, shampoo = table.splitlines()[-2:]
+    assert kfac.startswith("- K-FAC: 8.0 ms per step beyond the forward and backward; its step")
+    assert kfac.endswith("at least 1.70x Adam's (10.0 ms)")
+    assert shampoo.startswith("- Shampoo: 2.0 ms") and "at least 1.10x" in shampoo
