@@ -109,11 +109,15 @@ class KFAC(Optimizer):
         (-(dist.log_prob(actions) * adv).mean()).backward()  # outside: nothing recorded
         opt.step()
 
-    Adaptive damping (Levenberg-Marquardt, Martens & Grosse 2015, §6.5): every
-    ``damping_adaptation_freq`` steps, ``step(closure)`` evaluates ``closure()`` (the loss,
-    no backward; run under ``torch.no_grad``) before and after the update ``δ`` and sets
+    Adaptive damping (Levenberg-Marquardt, Martens & Grosse 2015, §6.5): on the last step of
+    every ``T = damping_adaptation_freq`` (steps ``T − 1, 2T − 1, …``), ``step(closure)``
+    evaluates ``closure()`` (the loss, no backward; run under ``torch.no_grad``) before and
+    after the update ``δ`` (on those steps only: the other steps do not call it) and sets
     ``ρ = (L(θ+δ) − L(θ)) / (gᵀδ + ½δᵀF̂δ)`` (``g`` the raw gradient, ``F̂`` the damped metric of
     this step), then ``λ ← ω·λ`` if ``ρ > 3/4``, ``λ ← λ/ω`` if ``ρ < 1/4``, ``λ ≥ min_damping``.
+    Martens & Grosse take ``T = 5``, ``ω = (19/20)^5``. Adapting on a period's last step lets a
+    new damping arrive with a due refresh when ``inverse_update_freq`` is a multiple of ``T``:
+    with factored damping, each change otherwise costs an extra inversion.
 
     Data-parallel training (``torchrun``, the model wrapped in DDP, the loss a mean over each
     rank's batch, equal batches on all ranks): with more than one rank in ``process_group``,
@@ -284,14 +288,17 @@ class KFAC(Optimizer):
     def step(self, closure: None = None) -> None: ...
 
     @overload
-    def step(self, closure: Callable[[], float]) -> float: ...
+    def step(self, closure: Callable[[], float]) -> float | None: ...
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """One K-FAC step; returns ``closure()`` evaluated before the update, if given.
+        """One K-FAC step; returns ``closure()`` evaluated before the update, if it was called.
 
         ``closure`` re-evaluates the loss and must not call ``backward``: the gradients are
         the ones already in ``.grad``. It runs under ``torch.no_grad`` (so it records nothing).
+        With adaptive damping it is called only on the steps that adapt the damping (before
+        and after the update), and ``step`` returns None on the others; without, it is called
+        once, before the update.
 
         Raises:
             ValueError: with adaptive damping and no closure.
@@ -299,15 +306,16 @@ class KFAC(Optimizer):
         cfg = self.config
         if cfg.adaptive_damping and closure is None:
             raise ValueError("KFAC: adaptive_damping=True needs step(closure), closure() -> loss")
-        loss = closure() if closure is not None else None
         t = self._steps_done
+        adapt = cfg.adaptive_damping and (t + 1) % cfg.damping_adaptation_freq == 0
+        wanted = closure is not None and (adapt or not cfg.adaptive_damping)
+        loss = closure() if closure is not None and wanted else None
         info = dict.fromkeys(("eigh_retries", "eigh_fallbacks", "skipped_layers"), 0.0)
         info["skipped_params"] = 0.0
         self._fold_factors(due=t % cfg.factor_update_freq == 0)
         self._refresh_curvature(t % cfg.inverse_update_freq == 0, info)
         directions = self._directions(info)
         scale, predicted_kl = self._trust_region(directions)
-        adapt = cfg.adaptive_damping and t % cfg.damping_adaptation_freq == 0
         applied = self._apply(directions, scale, keep=adapt)
         info.update(kl_clip_scale=scale, predicted_kl=predicted_kl)
         if cfg.adaptive_damping:

@@ -84,6 +84,8 @@ DEFAULTS: dict[str, TaskDefaults] = {
                 "momentum": 0.9,
                 "damping_mode": "factored",
                 "fisher_subsample": 4,
+                "adaptive_damping": True,
+                "damping_adaptation_decay": 0.95**5,
             },
             "shampoo": {"epsilon": 1e-6, "max_preconditioner_dim": 128},
         },

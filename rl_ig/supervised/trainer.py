@@ -30,6 +30,10 @@ from a forward and that backward on every ``s``-th example of the batch instead,
 forward runs outside the capture. Each rank takes every ``s``-th example of its own slice, which
 together are the examples one process would take, so the factors do not depend on the number of
 ranks.
+
+K-FAC with ``adaptive_damping=True`` gets a closure that re-evaluates the loss (no backward) on
+the examples the factors come from (this rank's slice, every ``fisher_subsample``-th example),
+which it calls before and after the update on the steps that adapt the damping.
 """
 
 from __future__ import annotations
@@ -311,7 +315,12 @@ class SupervisedRun:
         else:
             loss = self._loss_after_sampled_fisher(inputs, targets, self.target_sampler)
         loss.backward()
-        self.optimizer.step()
+        if isinstance(self.optimizer, KFAC) and self.optimizer.config.adaptive_damping:
+            rows = slice(None, None, self.fisher_subsample)
+            x, y = inputs[rows], targets[rows]
+            self.optimizer.step(lambda: float(self.task.loss(self.net(x), y)))
+        else:
+            self.optimizer.step()
         return loss.detach()
 
     def _loss_after_sampled_fisher(

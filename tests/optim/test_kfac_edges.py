@@ -14,6 +14,7 @@ from kfac_reference import DT, dense_solve, outer_mean, vec, wbar, with_ones
 from torch import nn
 
 import rl_ig.optim.kfac as kfac_module
+import rl_ig.optim.kfac_distributed as kfac_distributed
 from rl_ig.optim import KFAC
 from rl_ig.optim.kronecker import running_average
 
@@ -457,7 +458,7 @@ def test_lambda_lr_scheduler_drives_the_step_size() -> None:
 
 
 def _regression(
-    lr: float, damping_mode: str = "exact"
+    lr: float, damping_mode: str = "exact", freq: int = 1, inverse_freq: int = 10
 ) -> tuple[nn.Linear, KFAC, Callable[[], torch.Tensor], float]:
     """Loss ``mean (y − t)²`` (Hessian 2·A ⊗ 1) with ``G = 1`` captured explicitly, so
     ``ρ = (lr − 1)/(lr/2 − 1)`` up to damping: ``> 3/4`` at lr 0.2, ``< 1/4`` at lr 1."""
@@ -467,7 +468,7 @@ def _regression(
     signs = torch.tensor([1.0, -1.0] * 4, dtype=DT)[:, None]
     opt = KFAC(
         layer, lr=lr, damping=1e-4, capture="explicit", adaptive_damping=True,
-        damping_mode=damping_mode,
+        damping_mode=damping_mode, damping_adaptation_freq=freq, inverse_update_freq=inverse_freq,
     )  # fmt: skip
     with opt.capture_factors():
         (signs * layer(x)).mean().backward()  # g_i = ±1, so G = mean g_i² = 1
@@ -510,12 +511,56 @@ def test_adaptive_damping_follows_levenberg_marquardt(
 
 
 def test_adaptive_damping_respects_min_damping_and_frequency() -> None:
-    layer, opt, closure, _ = _regression(0.2)
+    layer, opt, closure, _ = _regression(0.2, freq=3)
+    opt.param_groups[0]["damping"] = 1e-3
+    for _ in range(2):  # steps 0 and 1 of 3: no adaptation
+        opt.step(closure)
+        assert math.isnan(opt.last_step_info["rho"]) and opt.param_groups[0]["damping"] == 1e-3
     opt.param_groups[0]["damping"] = 1e-8
-    opt.step(closure)
-    assert opt.param_groups[0]["damping"] == 1e-8  # ρ > 3/4 would lower it, but min_damping
     layer.zero_grad()
     F.mse_loss(layer(_randn(8, 3, seed=9)), _randn(8, 1, seed=10)).backward()
-    opt.param_groups[0]["damping"] = 1e-3
-    opt.step(closure)  # step 1 of 5: no adaptation
-    assert math.isnan(opt.last_step_info["rho"]) and opt.param_groups[0]["damping"] == 1e-3
+    opt.step(closure)  # step 2 of 3 adapts
+    assert opt.last_step_info["rho"] > 0.75
+    assert opt.param_groups[0]["damping"] == 1e-8  # ρ > 3/4 would lower it, but min_damping
+
+
+def test_adapted_damping_arrives_with_a_due_refresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adapting on the last step of each period: with inverses every 5 steps and adaptation
+    every 5, factored damping inverts at steps 0 and 5 only, each time for A and G."""
+    layer, opt, closure, _ = _regression(0.2, damping_mode="factored", freq=5, inverse_freq=5)
+    inverted: list[int] = []
+    original = kfac_distributed.damped_inverse
+
+    def counting(matrix: torch.Tensor, shift: float, jitter: float) -> tuple:
+        inverted.append(opt._steps_done)
+        return original(matrix, shift, jitter)
+
+    monkeypatch.setattr(kfac_distributed, "damped_inverse", counting)
+    for _ in range(10):
+        opt.step(closure)
+    assert inverted == [0, 0, 5, 5]
+    # It adapted twice (here upwards), at steps 4 and 9.
+    assert opt.param_groups[0]["damping"] == pytest.approx(1e-4 / 0.95**2, rel=1e-12)
+
+
+def test_adaptive_damping_calls_the_closure_only_on_the_steps_that_adapt() -> None:
+    layer, opt, closure, _ = _regression(0.2, freq=5)
+    calls: list[int] = []
+
+    def counted() -> torch.Tensor:
+        calls.append(opt._steps_done)
+        return closure()
+
+    returned = []
+    for step in range(10):  # adapts at steps 4 and 9
+        before = float(closure().detach())
+        returned.append(opt.step(counted))
+        if step == 4:
+            assert returned[-1] == pytest.approx(before, rel=1e-12)
+    assert calls == [4, 4, 9, 9]
+    assert [r is None for r in returned] == [True] * 4 + [False] + [True] * 4 + [False]
+    plain = KFAC(layer, lr=0.2, damping=1e-4)  # without adaptation: once, before the step
+    closure().backward()
+    before, calls[:] = float(closure().detach()), []
+    assert plain.step(counted) == pytest.approx(before, rel=1e-12)
+    assert len(calls) == 1

@@ -52,9 +52,13 @@ def _config(
     )
 
 
-def _losses(logdir: Path) -> dict[int, str]:
+def _rows(logdir: Path) -> list[dict[str, str]]:
     with (logdir / "progress.csv").open(newline="") as f:
-        return {int(row["step"]): row["train/loss"] for row in csv.DictReader(f)}
+        return list(csv.DictReader(f))
+
+
+def _losses(logdir: Path) -> dict[int, str]:
+    return {int(row["step"]): row["train/loss"] for row in _rows(logdir)}
 
 
 @pytest.mark.parametrize(
@@ -63,10 +67,11 @@ def _losses(logdir: Path) -> dict[int, str]:
         ("adam", {}),
         ("kfac", {"fisher": "sampled"}),
         ("kfac", {"fisher": "empirical"}),
+        ("kfac", {"fisher": "sampled", "adaptive_damping": True, "damping_adaptation_freq": 3}),
         ("shampoo", {}),
         ("sgd", {}),
     ],
-    ids=["adam", "kfac-sampled", "kfac-empirical", "shampoo", "sgd"],
+    ids=["adam", "kfac-sampled", "kfac-empirical", "kfac-adaptive", "shampoo", "sgd"],
 )
 def test_resumed_run_equals_an_uninterrupted_one_bit_for_bit(
     task: Task, tmp_path: Path, optim: str, hp: dict[str, Any]
@@ -88,6 +93,10 @@ def test_resumed_run_equals_an_uninterrupted_one_bit_for_bit(
     assert ("target_sampler" in a) == (hp.get("fisher") == "sampled")
     if "target_sampler" in a:
         assert torch.equal(a["target_sampler"]["generator"], b["target_sampler"]["generator"])
+    if hp.get("adaptive_damping"):  # adapted at steps 2, 5, 8 and 11, carried by the checkpoint
+        dampings = [r["optim/damping"] for r in _rows(tmp_path / "straight")]
+        assert len(set(dampings)) > 1
+        assert [r["optim/damping"] for r in _rows(tmp_path / "split")] == dampings
     # The logged minibatch losses agree step by step, before and after the resume.
     assert _losses(tmp_path / "split") == _losses(tmp_path / "straight")
     summary = json.loads(second.paths.summary.read_text())
