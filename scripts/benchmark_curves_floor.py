@@ -4,10 +4,12 @@ Each part is timed bare, through rl-ig's own functions on tensors of the real sh
 CURVES defaults of ``train_supervised.py`` (batch ``batch_size``):
 
 * the model's forward and backward, and Adam's update: Adam's whole step;
-* K-FAC (sampled Fisher from every 4th example, factored damping, inverses every 10 steps):
-  the sampled-Fisher forward and backward to the layer outputs on those examples, the factors'
-  products on them, the two products with the explicit inverses per layer, and the Cholesky
-  inverses divided by 10;
+* K-FAC (sampled Fisher from every 4th example, factored damping, inverses every 10 steps,
+  damping adapted every 5): the sampled-Fisher forward and backward to the layer outputs on
+  those examples, the factors' products on them, the two products with the explicit inverses
+  per layer, the Cholesky inverses divided by 5 (every refresh, and the adapted damping between
+  two), and the adaptation's two loss evaluations on those examples and two products with each
+  layer's damped factors, divided by 5;
 * Shampoo (blocks of at most 128, roots every 10 steps): the two factor products per block, the
   two root products per block, and the batched eigendecompositions with their root products
   divided by 10.
@@ -35,7 +37,7 @@ from rl_ig.optim.shampoo_blocks import block_pairs, matrix_shape
 from rl_ig.supervised.task import Task
 from rl_ig.supervised.tasks import make_task
 
-FISHER_SUBSAMPLE, DAMPING, REFRESH = 4, 0.1, 10
+FISHER_SUBSAMPLE, DAMPING, REFRESH, ADAPT = 4, 0.1, 10, 5
 BLOCK, EPSILON = 128, 1e-6
 
 Work = Callable[[], object]
@@ -103,11 +105,21 @@ def kfac_parts(model: nn.Module, x: torch.Tensor, task: Task) -> dict[str, Part]
             damped_inverse(metric.a, metric.a_shift, DAMPING)
             damped_inverse(metric.g, metric.g_shift, DAMPING)
 
+    rows = x[::FISHER_SUBSAMPLE]
+
+    def adaptation() -> None:
+        with torch.no_grad():
+            for _ in range(2):
+                task.loss(model(rows), rows)
+            for metric, v in zip(metrics, vectors):
+                metric.mul(v)
+
     return {
         "K-FAC sampled-Fisher pass": (sampled, 1),
         "K-FAC factor products": (products, 1),
         "K-FAC solves": (solves, 1),
-        f"K-FAC Cholesky inverses / {REFRESH}": (inverses, REFRESH),
+        f"K-FAC Cholesky inverses / {ADAPT}": (inverses, ADAPT),
+        f"K-FAC damping adaptation / {ADAPT}": (adaptation, ADAPT),
     }
 
 

@@ -176,7 +176,7 @@ def test_curves_floor_times_every_part_and_bounds_the_step_ratios() -> None:
 
     ms = bench.floor_benchmark(rounds=1, batch_size=8, repeats=1)
     assert list(ms)[:2] == ["forward and backward", "Adam update"]
-    assert sum(name.startswith("K-FAC ") for name in ms) == 4
+    assert sum(name.startswith("K-FAC ") for name in ms) == 5
     assert sum(name.startswith("Shampoo ") for name in ms) == 3
     assert all(v > 0 for v in ms.values())
     parts = {"forward and backward": 9.0, "Adam update": 1.0, "K-FAC solves": 5.0}
