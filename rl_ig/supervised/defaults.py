@@ -42,7 +42,8 @@ inverses every 5 steps, or damping 0.2, not by step 500 (65.6 and 69.2).
 K-FAC on CURVES also adapts its damping by the Levenberg-Marquardt rule (Martens & Grosse 2015,
 §6.5) with their period T = 5 and ω = (19/20)^5 ≈ 0.774, from 0.1 down to about 1e-3 by step
 300; the rule's two loss evaluations run on the factors' quarter of the batch. On an AMD EPYC
-CPU, seed 0, that took 340 steps to 65 against 420 without; on the whole batch also 340. Runs
+CPU that took 340 steps to 65 against 420 without with seed 0 (320 in the benchmark's sweep),
+and 440 as without with seed 1; on the whole batch 340 and 380, at a higher cost per step. Runs
 that adapted on the first step of each period instead of the last (which costs an inversion
 more per period) took 320 and 340 steps on seeds 0 and 1 (without adaptation: 420 and 440);
 gentler decays were no better there (ω = 0.95: 400 and 340; 0.9: 340 and 360), and adapting
