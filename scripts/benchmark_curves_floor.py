@@ -1,7 +1,8 @@
 """What K-FAC and Shampoo cannot skip on the CURVES autoencoder (``benchmark.py --curves-floor``).
 
 Each part is timed bare, through rl-ig's own functions on tensors of the real shapes, at the
-CURVES defaults of ``train_supervised.py`` (batch ``batch_size``):
+CURVES settings of ``train_supervised.py``, read from the optimizers it builds (batch
+``batch_size``; the figures below are today's defaults):
 
 * the model's forward and backward, and Adam's update: Adam's whole step;
 * K-FAC (sampled Fisher from every 4th example, factored damping, inverses every 10 steps,
@@ -25,23 +26,43 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from rl_ig.optim import Adam
+from rl_ig.optim import KFAC, Adam
+from rl_ig.optim.kfac_config import KFACConfig
 from rl_ig.optim.kfac_layers import find_layers
 from rl_ig.optim.kronecker import FactoredMetric, damped_inverse, factored_shifts
 from rl_ig.optim.shampoo_batches import batched_inverse_root
 from rl_ig.optim.shampoo_blocks import block_pairs, matrix_shape
+from rl_ig.supervised.defaults import optimizer_settings
+from rl_ig.supervised.optimizers import fisher_subsample, make_optimizer
 from rl_ig.supervised.task import Task
 from rl_ig.supervised.tasks import make_task
 
-FISHER_SUBSAMPLE, DAMPING, REFRESH, ADAPT = 4, 0.1, 10, 5
-BLOCK, EPSILON = 128, 1e-6
-
 Work = Callable[[], object]
 Part = tuple[Work, int]  # the work, and the steps it is spread over (1: every step)
+
+
+class Settings(NamedTuple):
+    """The CURVES settings of ``train_supervised.py`` that set each part's work."""
+
+    kfac: KFACConfig
+    fisher_subsample: int
+    shampoo: dict[str, Any]  # Shampoo's param group (epsilon, betas, blocks, root period)
+
+
+def curves_settings(model: nn.Module) -> Settings:
+    """Read from the optimizers that ``train_supervised.py --task curves`` builds."""
+    lr, hp = optimizer_settings("curves", "kfac", {})
+    kfac = make_optimizer("kfac", model, lr, hp)
+    assert isinstance(kfac, KFAC)
+    kfac.remove_hooks()
+    lr, shampoo_hp = optimizer_settings("curves", "shampoo", {})
+    shampoo = make_optimizer("shampoo", model, lr, shampoo_hp).param_groups[0]
+    return Settings(kfac.config, fisher_subsample("kfac", hp), dict(shampoo))
 
 
 def _sampled_pass(
@@ -77,16 +98,24 @@ def _sampled_pass(
     return run, list(inputs), list(grads)
 
 
-def kfac_parts(model: nn.Module, x: torch.Tensor, task: Task) -> dict[str, Part]:
-    """K-FAC's unavoidable work per step beyond the forward and backward."""
+def kfac_parts(
+    model: nn.Module, x: torch.Tensor, task: Task, cfg: KFACConfig, subsample: int
+) -> dict[str, Part]:
+    """K-FAC's unavoidable work per step beyond the forward and backward (factored damping).
+
+    With adaptive damping and ``inverse_update_freq`` a multiple of its period, the factors are
+    inverted once per period: at each refresh, and for the adapted damping between two.
+    """
     layers = find_layers(model)
-    sampled, inputs, grads = _sampled_pass(model, x[::FISHER_SUBSAMPLE], task)
+    rows = x[::subsample]
+    sampled, inputs, grads = _sampled_pass(model, rows, task)
     factors = [(lay.a_factor(a), lay.g_factor(g)) for lay, a, g in zip(layers, inputs, grads)]
+    damping = cfg.damping
     metrics, vectors = [], []
     for a, g in factors:
-        a_shift, g_shift = factored_shifts(a, g, DAMPING)
-        a_inv, _ = damped_inverse(a, a_shift, DAMPING)
-        g_inv, _ = damped_inverse(g, g_shift, DAMPING)
+        a_shift, g_shift = factored_shifts(a, g, damping)
+        a_inv, _ = damped_inverse(a, a_shift, damping)
+        g_inv, _ = damped_inverse(g, g_shift, damping)
         assert a_inv is not None and g_inv is not None
         metrics.append(FactoredMetric(a, g, a_shift, g_shift, a_inv, g_inv))
         vectors.append(torch.randn(g.shape[0], a.shape[0]))
@@ -102,10 +131,8 @@ def kfac_parts(model: nn.Module, x: torch.Tensor, task: Task) -> dict[str, Part]
 
     def inverses() -> None:
         for metric in metrics:
-            damped_inverse(metric.a, metric.a_shift, DAMPING)
-            damped_inverse(metric.g, metric.g_shift, DAMPING)
-
-    rows = x[::FISHER_SUBSAMPLE]
+            damped_inverse(metric.a, metric.a_shift, damping)
+            damped_inverse(metric.g, metric.g_shift, damping)
 
     def adaptation() -> None:
         with torch.no_grad():
@@ -114,21 +141,26 @@ def kfac_parts(model: nn.Module, x: torch.Tensor, task: Task) -> dict[str, Part]
             for metric, v in zip(metrics, vectors):
                 metric.mul(v)
 
-    return {
-        "K-FAC sampled-Fisher pass": (sampled, 1),
-        "K-FAC factor products": (products, 1),
+    parts: dict[str, Part] = {
+        "K-FAC sampled-Fisher pass": (sampled, cfg.factor_update_freq),
+        "K-FAC factor products": (products, cfg.factor_update_freq),
         "K-FAC solves": (solves, 1),
-        f"K-FAC Cholesky inverses / {ADAPT}": (inverses, ADAPT),
-        f"K-FAC damping adaptation / {ADAPT}": (adaptation, ADAPT),
     }
+    period = cfg.inverse_update_freq
+    if cfg.adaptive_damping:
+        period = cfg.damping_adaptation_freq
+        parts[f"K-FAC damping adaptation / {period}"] = (adaptation, period)
+    return {**parts, f"K-FAC Cholesky inverses / {period}": (inverses, period)}
 
 
-def shampoo_parts(model: nn.Module) -> dict[str, Part]:
+def shampoo_parts(model: nn.Module, group: dict[str, Any]) -> dict[str, Part]:
     """Shampoo's unavoidable work per step beyond the forward and backward."""
+    beta2, epsilon, period = group["betas"][1], group["epsilon"], group["precondition_frequency"]
+    alpha = 1.0 - beta2 if beta2 < 1.0 else 1.0
     stacks: dict[tuple[int, int], int] = {}
     for p in model.parameters():
         if p.ndim >= 2:
-            for rows, cols in block_pairs(matrix_shape(p.shape), BLOCK):
+            for rows, cols in block_pairs(matrix_shape(p.shape), group["max_preconditioner_dim"]):
                 shape = (rows.stop - rows.start, cols.stop - cols.start)
                 stacks[shape] = stacks.get(shape, 0) + 1
     batches = []
@@ -139,8 +171,8 @@ def shampoo_parts(model: nn.Module) -> dict[str, Part]:
 
     def factors() -> None:
         for g, left, right in batches:
-            left.baddbmm_(g, g.transpose(1, 2), beta=0.999, alpha=0.001)
-            right.baddbmm_(g.transpose(1, 2), g, beta=0.999, alpha=0.001)
+            left.baddbmm_(g, g.transpose(1, 2), beta=beta2, alpha=alpha)
+            right.baddbmm_(g.transpose(1, 2), g, beta=beta2, alpha=alpha)
 
     def directions() -> None:
         for g, left, right in batches:
@@ -148,13 +180,13 @@ def shampoo_parts(model: nn.Module) -> dict[str, Part]:
 
     def roots() -> None:
         for _, left, right in batches:
-            batched_inverse_root(left, EPSILON)
-            batched_inverse_root(right, EPSILON)
+            batched_inverse_root(left, epsilon)
+            batched_inverse_root(right, epsilon)
 
     return {
         "Shampoo factor products": (factors, 1),
         "Shampoo root products": (directions, 1),
-        f"Shampoo eigh and roots / {REFRESH}": (roots, REFRESH),
+        f"Shampoo eigh and roots / {period}": (roots, period),
     }
 
 
@@ -172,13 +204,15 @@ def floor_benchmark(rounds: int, batch_size: int, repeats: int = 10) -> dict[str
     """``{part: median ms per step}`` over ``rounds`` alternating rounds."""
     if rounds < 1 or repeats < 1:
         raise ValueError(f"--curves-floor needs --rounds >= 1, got {rounds}")
-    if batch_size < FISHER_SUBSAMPLE or batch_size % FISHER_SUBSAMPLE:
-        raise ValueError(
-            f"--curves-floor needs --batch-size a positive multiple of {FISHER_SUBSAMPLE} "
-            f"(K-FAC's fisher_subsample), got {batch_size}"
-        )
     task = make_task("curves", 0)
     model = task.make_model(0)
+    settings = curves_settings(model)
+    subsample = settings.fisher_subsample
+    if batch_size < subsample or batch_size % subsample:
+        raise ValueError(
+            f"--curves-floor needs --batch-size a positive multiple of {subsample} "
+            f"(K-FAC's fisher_subsample), got {batch_size}"
+        )
     x = task.train.inputs[:batch_size]
     adam = Adam(model.parameters(), lr=3e-3)
 
@@ -190,8 +224,8 @@ def floor_benchmark(rounds: int, batch_size: int, repeats: int = 10) -> dict[str
     parts: dict[str, Part] = {
         "forward and backward": (forward_backward, 1),
         "Adam update": (adam.step, 1),
-        **kfac_parts(model, x, task),
-        **shampoo_parts(model),
+        **kfac_parts(model, x, task, settings.kfac, subsample),
+        **shampoo_parts(model, settings.shampoo),
     }
     times: dict[str, list[float]] = {name: [] for name in parts}
     for _ in range(rounds):
